@@ -1,0 +1,3 @@
+//! Routed pages, one file each with its server functions.
+
+pub mod home;

@@ -1,0 +1,100 @@
+//! The one error type of the HTTP API: each variant maps to a status and a short JSON body
+//! `{"error": "<code>", "detail": "<what to do>"}`.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use super::{
+    ingest::{auth::AuthError, envelope::InvalidPayload},
+    store::writer::StoreError,
+};
+
+/// Seconds a sender is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 413: the body is over the configured limit.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not declared as JSON.
+    #[error("send the body as JSON with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// 400: the body could not be read.
+    #[error("the request body could not be read")]
+    UnreadableBody,
+    /// 401: credentials missing or wrong. The reason is logged, not sent.
+    #[error("missing or invalid credentials")]
+    Unauthorized {
+        reason: AuthError,
+        offer_basic: bool,
+    },
+    /// 400: the payload is not one of the accepted envelopes.
+    #[error(transparent)]
+    InvalidPayload(#[from] InvalidPayload),
+    /// 503 with `Retry-After`: the event was not (certainly) stored; the sender should retry.
+    #[error("the event could not be stored ({0}); retry later")]
+    StorageUnavailable(#[from] StoreError),
+    /// 500: an unexpected failure, logged with its cause chain and never sent to the client.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::UnreadableBody => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidPayload(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
+            ApiError::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::Unauthorized { reason, .. } => {
+                tracing::warn!(%reason, "webhook rejected: unauthorized");
+            }
+            ApiError::Internal(err) => tracing::error!("internal error: {err:#}"),
+            ApiError::StorageUnavailable(err) => tracing::warn!(%err, "webhook answered 503"),
+            _ => tracing::debug!(error = %self, "request rejected"),
+        }
+        let body = Json(json!({ "error": code, "detail": self.to_string() }));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::StorageUnavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            ApiError::Unauthorized {
+                offer_basic: true, ..
+            } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="gc-status""#),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,260 @@
+//! Recognising and validating the three payload shapes gc-status accepts.
+//!
+//! Only the fields that identify and route an event are checked; the body itself is stored
+//! byte for byte, so unknown fields are kept, never rejected.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// Longest event id accepted from a payload; longer ids are a sign of a wrong field.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Which envelope a payload arrived in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    /// `{"event", "id"?, "timestamp", "data"}`.
+    Simple,
+    /// Genesys Cloud notification: `{"topicName", "version"?, "eventBody", "metadata"?}`.
+    Notification,
+    /// Amazon EventBridge: `{"version", "id", "detail-type", "source", "time", "detail"}`.
+    EventBridge,
+}
+
+/// What ingestion needs to know about a valid payload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub kind: EnvelopeKind,
+    /// The envelope's own id, else the SHA-256 of the body: a redelivery maps to the same id.
+    pub event_id: String,
+    /// The simple event's `event`, else the notification's `topicName`.
+    pub event_type: String,
+}
+
+/// Why a payload was rejected; the message names the offending field.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPayload(pub String);
+
+fn invalid(message: impl Into<String>) -> InvalidPayload {
+    InvalidPayload(message.into())
+}
+
+/// The top-level fields of all three envelopes, borrowed from the body without parsing
+/// nested values.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, rename = "topicName")]
+    topic_name: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventBody")]
+    event_body: Option<&'a RawValue>,
+    #[serde(borrow, rename = "detail-type")]
+    detail_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    detail: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+}
+
+fn parse_fields<'a>(json: &'a str, at: &str) -> Result<Fields<'a>, InvalidPayload> {
+    serde_json::from_str(json).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if at.is_empty() => {
+            invalid(format!("the body must be a JSON object: {e}"))
+        }
+        serde_json::error::Category::Data => invalid(format!("`{at}` must be an object: {e}")),
+        _ => invalid(format!("malformed JSON: {e}")),
+    })
+}
+
+/// Validates `body` and extracts the event's id and type.
+pub fn parse(body: &[u8]) -> Result<Envelope, InvalidPayload> {
+    let json = std::str::from_utf8(body).map_err(|_| invalid("the body is not valid UTF-8"))?;
+    let fields = parse_fields(json, "")?;
+
+    if fields.detail_type.is_some() || (fields.detail.is_some() && fields.source.is_some()) {
+        required_string(fields.detail_type, "detail-type")?;
+        let detail = required_object(fields.detail, "detail")?;
+        let inner = parse_fields(detail.get(), "detail")?;
+        let topic = required_string(inner.topic_name, "detail.topicName")?;
+        required_object(inner.event_body, "detail.eventBody")?;
+        return Ok(Envelope {
+            kind: EnvelopeKind::EventBridge,
+            event_id: optional_id(fields.id, "id")?.unwrap_or_else(|| body_digest(body)),
+            event_type: topic.into_owned(),
+        });
+    }
+    if fields.topic_name.is_some() || fields.event_body.is_some() {
+        let topic = required_string(fields.topic_name, "topicName")?;
+        required_object(fields.event_body, "eventBody")?;
+        return Ok(Envelope {
+            kind: EnvelopeKind::Notification,
+            event_id: body_digest(body),
+            event_type: topic.into_owned(),
+        });
+    }
+    if fields.event.is_some() || fields.data.is_some() {
+        let event = required_string(fields.event, "event")?;
+        let timestamp = required_string(fields.timestamp, "timestamp")?;
+        if timestamp.parse::<jiff::Timestamp>().is_err() {
+            return Err(invalid(
+                "`timestamp` must be an RFC 3339 date-time such as 2026-01-31T09:30:00Z",
+            ));
+        }
+        required_object(fields.data, "data")?;
+        return Ok(Envelope {
+            kind: EnvelopeKind::Simple,
+            event_id: optional_id(fields.id, "id")?.unwrap_or_else(|| body_digest(body)),
+            event_type: event.into_owned(),
+        });
+    }
+    Err(invalid(
+        "unrecognised payload: expected a simple event (`event`, `timestamp`, `data`), a Genesys \
+         Cloud notification (`topicName`, `eventBody`) or an EventBridge envelope \
+         (`detail-type`, `detail`)",
+    ))
+}
+
+fn required_string<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Cow<'a, str>, InvalidPayload> {
+    let raw = raw.ok_or_else(|| invalid(format!("missing field `{name}`")))?;
+    match serde_json::from_str::<Cow<'a, str>>(raw.get()) {
+        Ok(s) if !s.trim().is_empty() => Ok(s),
+        Ok(_) => Err(invalid(format!("`{name}` must not be empty"))),
+        Err(_) => Err(invalid(format!("`{name}` must be a string"))),
+    }
+}
+
+fn required_object<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<&'a RawValue, InvalidPayload> {
+    let raw = raw.ok_or_else(|| invalid(format!("missing field `{name}`")))?;
+    // RawValue holds exactly one JSON value with surrounding whitespace trimmed.
+    if raw.get().starts_with('{') {
+        Ok(raw)
+    } else {
+        Err(invalid(format!("`{name}` must be a JSON object")))
+    }
+}
+
+fn optional_id(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, InvalidPayload> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    let id = required_string(Some(raw), name)?;
+    if id.len() > MAX_ID_LEN {
+        return Err(invalid(format!(
+            "`{name}` must be at most {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(Some(id.into_owned()))
+}
+
+/// Hex SHA-256 of the raw body: the id of an event that carries none of its own.
+pub fn body_digest(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        parse(body.as_bytes()).expect_err("should be rejected").0
+    }
+
+    #[test]
+    fn simple_event_uses_its_own_id() {
+        let body = r#"{"event":"conversation:updated","id":"c-1","timestamp":"2026-01-31T09:30:00Z","data":{"state":"queued"},"extra":[1]}"#;
+        let env = parse(body.as_bytes()).expect("valid");
+        assert_eq!(env.kind, EnvelopeKind::Simple);
+        assert_eq!(env.event_id, "c-1");
+        assert_eq!(env.event_type, "conversation:updated");
+    }
+
+    #[test]
+    fn simple_event_without_id_is_identified_by_its_digest() {
+        let body = r#"{"event":"e","timestamp":"2026-01-31T09:30:00+01:00","data":{}}"#;
+        let env = parse(body.as_bytes()).expect("valid");
+        assert_eq!(env.event_id, body_digest(body.as_bytes()));
+        assert_eq!(env.event_id.len(), 64);
+    }
+
+    #[test]
+    fn notification_envelope_is_typed_by_topic() {
+        let body = r#"{"topicName":"v2.analytics.queues.q1.observations","version":"2","eventBody":{"group":{}},"metadata":{"CorrelationId":"x"}}"#;
+        let env = parse(body.as_bytes()).expect("valid");
+        assert_eq!(env.kind, EnvelopeKind::Notification);
+        assert_eq!(env.event_type, "v2.analytics.queues.q1.observations");
+        assert_eq!(env.event_id, body_digest(body.as_bytes()));
+    }
+
+    #[test]
+    fn eventbridge_envelope_uses_its_id_and_inner_topic() {
+        let body = r#"{"version":"0","id":"eb-9","detail-type":"v2.detail.events.conversation.{id}.acd.start","source":"aws.partner/genesys.com/cloud/x/y","time":"2026-01-31T09:30:00Z","detail":{"topicName":"v2.detail.events.conversation.c1.acd.start","eventBody":{"queueId":"q"}}}"#;
+        let env = parse(body.as_bytes()).expect("valid");
+        assert_eq!(env.kind, EnvelopeKind::EventBridge);
+        assert_eq!(env.event_id, "eb-9");
+        assert_eq!(env.event_type, "v2.detail.events.conversation.c1.acd.start");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let body = r#"{"event":"a\u002fb","timestamp":"2026-01-31T09:30:00Z","data":{}}"#;
+        assert_eq!(parse(body.as_bytes()).expect("valid").event_type, "a/b");
+    }
+
+    #[test]
+    fn errors_name_the_offending_field() {
+        assert!(err("{").starts_with("malformed JSON"));
+        assert!(err("[1,2]").starts_with("the body must be a JSON object"));
+        assert!(err(r#"{"foo":1}"#).starts_with("unrecognised payload"));
+        assert_eq!(
+            err(r#"{"event":"e","timestamp":"2026-01-31T09:30:00Z"}"#),
+            "missing field `data`"
+        );
+        assert_eq!(
+            err(r#"{"event":"e","timestamp":"2026-01-31T09:30:00Z","data":[]}"#),
+            "`data` must be a JSON object"
+        );
+        assert!(err(r#"{"event":"e","timestamp":"yesterday","data":{}}"#).contains("RFC 3339"));
+        assert_eq!(
+            err(r#"{"event":5,"timestamp":"2026-01-31T09:30:00Z","data":{}}"#),
+            "`event` must be a string"
+        );
+        assert_eq!(
+            err(r#"{"topicName":"t","eventBody":"x"}"#),
+            "`eventBody` must be a JSON object"
+        );
+        assert_eq!(
+            err(r#"{"detail-type":"d","source":"s","detail":{"eventBody":{}}}"#),
+            "missing field `detail.topicName`"
+        );
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        assert!(err(&format!(
+            r#"{{"event":"e","id":"{long}","timestamp":"2026-01-31T09:30:00Z","data":{{}}}}"#
+        ))
+        .contains("at most"));
+    }
+
+    #[test]
+    fn non_utf8_is_rejected_not_panicked_on() {
+        assert_eq!(
+            parse(&[0xff, 0xfe]).expect_err("invalid").0,
+            "the body is not valid UTF-8"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The webhook route: read with a limit, authenticate, validate, store, acknowledge.
+
+pub mod auth;
+pub mod envelope;
+mod receive;
+
+pub use receive::router;

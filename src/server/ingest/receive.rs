@@ -1,0 +1,126 @@
+//! `POST /api/v2/webhooks/gc-status`: the order of checks is the contract —
+//! size (413) → content type (415) → authentication (401, nothing parsed) → validation (400)
+//! → durable commit (503 on failure) → 202.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header::CONTENT_TYPE, HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::post,
+    Json, Router,
+};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::Serialize;
+
+use super::envelope;
+use crate::server::{
+    error::ApiError,
+    state::AppState,
+    store::writer::{NewEvent, Stored},
+};
+
+pub const WEBHOOK_PATH: &str = "/api/v2/webhooks/gc-status";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(WEBHOOK_PATH, post(receive_webhook))
+}
+
+/// The acknowledgement a sender gets once its event is durably stored.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: bool,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+#[tracing::instrument(skip_all)]
+async fn receive_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = state.max_body_bytes;
+    let declared_too_large = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64);
+    if declared_too_large {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => return Err(ApiError::UnreadableBody),
+    };
+
+    state
+        .auth
+        .verify(&headers, &body)
+        .map_err(|reason| ApiError::Unauthorized {
+            reason,
+            offer_basic: state.auth.offers_basic(),
+        })?;
+
+    let envelope = envelope::parse(&body)?;
+    let event_id = envelope.event_id;
+    let stored = state
+        .writer
+        .store(NewEvent {
+            id: event_id.clone(),
+            event_type: envelope.event_type,
+            payload: body,
+            received_at: jiff::Timestamp::now().as_millisecond(),
+        })
+        .await?;
+
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            accepted: true,
+            id: event_id,
+            duplicate: stored == Stored::Duplicate,
+        }),
+    ))
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_type(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, value.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        assert!(is_json(&with_type("application/json")));
+        assert!(is_json(&with_type("application/json; charset=utf-8")));
+        assert!(is_json(&with_type("Application/JSON")));
+        assert!(is_json(&with_type("application/cloudevents+json")));
+        assert!(!is_json(&with_type("text/plain")));
+        assert!(!is_json(&with_type("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

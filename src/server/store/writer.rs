@@ -1,0 +1,168 @@
+//! Group commit: one task owns the write connection and commits every webhook waiting at that
+//! moment in a single transaction, then answers each one.
+//!
+//! A durable commit (`synchronous=FULL`) costs an fsync whether it carries one row or a
+//! thousand, so batching whatever queued up during the previous commit is what lets gc-status
+//! acknowledge tens of thousands of webhooks a second while still never answering 2xx before
+//! the row is on disk.
+
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    time::Duration,
+};
+
+use axum::body::Bytes;
+use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+/// One webhook to store.
+#[derive(Debug)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub payload: Bytes,
+    /// Unix epoch milliseconds.
+    pub received_at: i64,
+}
+
+/// What became of a stored webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// A new row was committed.
+    New,
+    /// An event with this id was already stored; nothing was written.
+    Duplicate,
+}
+
+/// Why a webhook could not be stored; every variant means "answer 503, the sender retries".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the writer queue is full")]
+    Overloaded,
+    #[error("the commit did not finish in time")]
+    TimedOut,
+    #[error("the database refused the write")]
+    Failed,
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Stored, StoreError>>;
+
+/// The handle request handlers use to store events. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct IngestWriter {
+    queue: mpsc::Sender<(NewEvent, Reply)>,
+    timeout: Duration,
+}
+
+/// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
+const ROWS_PER_STATEMENT: usize = 256;
+
+impl IngestWriter {
+    /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
+    pub fn spawn(
+        conn: SqliteConnection,
+        queue_capacity: usize,
+        max_batch: usize,
+        timeout: Duration,
+    ) -> (Self, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(queue_capacity.max(1));
+        let task = tokio::spawn(run(conn, rx, max_batch.max(1)));
+        (IngestWriter { queue, timeout }, task)
+    }
+
+    /// Stores `event` and resolves once its transaction has committed (or failed).
+    pub async fn store(&self, event: NewEvent) -> Result<Stored, StoreError> {
+        let (reply, committed) = oneshot::channel();
+        self.queue.try_send((event, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
+        })?;
+        match tokio::time::timeout(self.timeout, committed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    // `recv_many` waits for one submission, then takes every one already queued: the batch
+    // grows by itself exactly when load does.
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
+        let outcome = insert_batch(&mut conn, &events).await;
+        match outcome {
+            Ok(stored) => {
+                for (reply, result) in replies.into_iter().zip(stored) {
+                    // The requester may have timed out; its sender will retry and dedupe.
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = events.len(), "commit failed; answering 503");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Failed));
+                }
+            }
+        }
+    }
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the writer connection failed");
+    }
+}
+
+/// Inserts `events` in one transaction; returns for each whether it was new or a duplicate.
+#[tracing::instrument(skip_all, fields(events = events.len()))]
+async fn insert_batch(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> sqlx::Result<Vec<Stored>> {
+    // Within a batch, only the first event of an id reaches SQL; later ones are duplicates.
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        if let Entry::Vacant(slot) = first_of.entry(event.id.as_str()) {
+            slot.insert(i);
+            unique.push(i);
+        }
+    }
+    let mut results = vec![Stored::Duplicate; events.len()];
+
+    let mut tx = conn.begin().await?;
+    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, event_type, payload, received_at, next_attempt_at) ",
+        );
+        insert.push_values(chunk, |mut row, &i| {
+            let e = &events[i];
+            row.push_bind(e.id.as_str())
+                .push_bind(e.event_type.as_str())
+                .push_bind(&e.payload[..])
+                .push_bind(e.received_at)
+                .push_bind(e.received_at);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let inserted: Vec<String> = insert
+            .build_query_scalar()
+            .persistent(chunk.len() == ROWS_PER_STATEMENT)
+            .fetch_all(&mut *tx)
+            .await?;
+        for id in &inserted {
+            if let Some(&i) = first_of.get(id.as_str()) {
+                results[i] = Stored::New;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}

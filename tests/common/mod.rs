@@ -1,0 +1,166 @@
+//! Test harness: the real application on a random port with a fresh SQLite file.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gc_status::server::{config::Config, ingest::auth::sign_hex, startup::Application, store::Db};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const SECRET: &str = "test-secret-current";
+pub const WEBHOOK_PATH: &str = "/api/v2/webhooks/gc-status";
+
+/// A fresh directory under the target dir, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gc-status-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create a temp dir under the target dir")
+}
+
+pub fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("gc-status.db").display())
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: Db,
+    pub client: reqwest::Client,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts the app with HMAC authentication (secret [`SECRET`]) on a new database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app on a new database after `configure` adjusts the defaults.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = temp_dir();
+    let mut app = spawn_on(&database_url(dir.path()), configure).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the app on an existing database URL.
+pub async fn spawn_on(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::for_database(database_url);
+    config.hmac_secrets = vec![SECRET.into()];
+    configure(&mut config);
+    let app = Application::build(config)
+        .await
+        .expect("the application starts");
+    let addr = app.local_addr();
+    let db = app.db();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        db,
+        client: reqwest::Client::new(),
+        database_url: database_url.to_owned(),
+        stop: Some(stop),
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs `body` to the webhook route as JSON with the given extra headers.
+    pub async fn post_raw(&self, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(WEBHOOK_PATH))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the request is answered")
+    }
+
+    /// POSTs `body` signed with [`SECRET`].
+    pub async fn post_signed(&self, body: &str) -> reqwest::Response {
+        let signature = sign_hex(SECRET, body.as_bytes());
+        self.post_raw(body, &[("x-gc-signature", &signature)]).await
+    }
+
+    pub async fn stored_count(&self) -> usize {
+        self.db.event_ids().await.expect("read ids").len()
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns the server's result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("the server task does not panic"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A simple event with the given id.
+pub fn simple_event(id: &str) -> String {
+    format!(
+        r#"{{"event":"conversation:updated","id":"{id}","timestamp":"2026-11-29T10:00:00Z","data":{{"state":"queued","queueId":"q-1","conversationId":"{id}"}}}}"#
+    )
+}
+
+/// The release binary built for these tests, started with only the given environment.
+pub struct RunningBinary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// Starts the real `gc-status` binary on a free port and waits until `/readyz` answers.
+pub async fn start_binary(dir: &Path, env: &[(&str, &str)]) -> RunningBinary {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let log = dir.join(format!("server-{port}.log"));
+    let out = std::fs::File::create(&log).expect("create the log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_gc-status"))
+        .env_clear()
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("GC_STATUS_DATABASE_URL", database_url(dir))
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("start the gc-status binary");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the binary did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    RunningBinary { child, addr, log }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
