@@ -1,0 +1,55 @@
+import { defineConfig } from "@playwright/test";
+import * as path from "node:path";
+import * as fs from "node:fs";
+
+// The release binary on a port of its own with a fresh database, so a test never passes
+// against some other process or yesterday's data.
+const port = Number(process.env.GC_STATUS_E2E_PORT ?? 3137);
+const root = path.resolve(__dirname, "..");
+const tmp = path.join(root, "target", "tmp");
+fs.mkdirSync(tmp, { recursive: true });
+const database = path.join(tmp, `e2e-${process.pid}-${Date.now()}.db`);
+
+export const E2E_SECRET = "e2e-webhook-secret";
+
+export default defineConfig({
+  testDir: "./tests",
+  timeout: 30_000,
+  expect: { timeout: 10_000 },
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  reporter: [["list"]],
+  use: {
+    baseURL: `http://127.0.0.1:${port}`,
+    trace: "off",
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    },
+  },
+  webServer: {
+    command: path.join(root, "target", "release", "gc-status"),
+    cwd: root,
+    url: `http://127.0.0.1:${port}/readyz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: "ignore",
+    stderr: "pipe",
+    env: {
+      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+      GC_STATUS_DATABASE_URL: `sqlite://${database}`,
+      GC_STATUS_HMAC_SECRETS: E2E_SECRET,
+      RUST_LOG: "warn",
+    },
+  },
+});

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up what is missing, then runs every test: unit and integration tests (cargo test), then
+# the browser tests (Playwright + Chromium) against the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+export PATH="$HOME/.cargo/bin:$PWD/end2end/node_modules/.bin:$PATH"
+mkdir -p target/tmp
+export TMPDIR="$PWD/target/tmp"
+
+cargo fmt --all --check
+# One release build serves everything: cargo-leptos's site, `cargo test` and Playwright.
+cargo leptos build --release
+cargo test --release --features ssr
+(cd end2end && npx playwright test)
+echo "==> all tests passed"
