@@ -99,6 +99,15 @@ async fn run(
     // `recv_many` waits for one submission, then takes every one already queued: the batch
     // grows by itself exactly when load does.
     while rx.recv_many(&mut batch, max_batch).await > 0 {
+        // Give request tasks that are already runnable one turn to enqueue before the batch
+        // is closed: it costs microseconds and makes batches (and throughput) markedly larger.
+        tokio::task::yield_now().await;
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
         let outcome = insert_batch(&mut conn, &events).await;
         match outcome {
@@ -151,18 +160,91 @@ async fn insert_batch(
                 .push_bind(e.received_at)
                 .push_bind(e.received_at);
         });
-        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        let inserted: Vec<String> = insert
-            .build_query_scalar()
+        insert.push(" ON CONFLICT (id) DO NOTHING");
+        let done = insert
+            .build()
             .persistent(chunk.len() == ROWS_PER_STATEMENT)
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        for id in &inserted {
-            if let Some(&i) = first_of.get(id.as_str()) {
+        let inserted = done.rows_affected() as usize;
+        if inserted == chunk.len() {
+            for &i in chunk {
                 results[i] = Stored::New;
+            }
+        } else if inserted > 0 {
+            // Some were already stored. New rows got consecutive `seq`s ending at the last
+            // insert rowid (`seq` is the rowid, assigned as max + 1), so read exactly those.
+            let first_new_seq = done.last_insert_rowid() - inserted as i64 + 1;
+            let new_ids: Vec<String> = sqlx::query_scalar("SELECT id FROM events WHERE seq >= ?")
+                .bind(first_new_seq)
+                .fetch_all(&mut *tx)
+                .await?;
+            for id in &new_ids {
+                if let Some(&i) = first_of.get(id.as_str()) {
+                    results[i] = Stored::New;
+                }
             }
         }
     }
     tx.commit().await?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> NewEvent {
+        NewEvent {
+            id: id.to_owned(),
+            event_type: "test".to_owned(),
+            payload: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+            received_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_mixing_new_stored_and_repeated_ids_is_told_apart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (db, mut conn) = crate::server::store::open(&url, Duration::from_secs(1))
+            .await
+            .expect("open");
+
+        let first = insert_batch(&mut conn, &[event("a")])
+            .await
+            .expect("insert");
+        assert_eq!(first, vec![Stored::New]);
+        let mixed = [event("b"), event("a"), event("c"), event("b")];
+        let stored = insert_batch(&mut conn, &mixed).await.expect("insert");
+        assert_eq!(
+            stored,
+            vec![
+                Stored::New,
+                Stored::Duplicate,
+                Stored::New,
+                Stored::Duplicate
+            ]
+        );
+        let all_old = insert_batch(&mut conn, &[event("c"), event("a")])
+            .await
+            .expect("insert");
+        assert_eq!(all_old, vec![Stored::Duplicate, Stored::Duplicate]);
+        assert_eq!(db.event_ids().await.expect("ids"), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_statement_is_stored_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (db, mut conn) = crate::server::store::open(&url, Duration::from_secs(1))
+            .await
+            .expect("open");
+        let events: Vec<NewEvent> = (0..ROWS_PER_STATEMENT * 2 + 7)
+            .map(|i| event(&format!("e{i}")))
+            .collect();
+        let stored = insert_batch(&mut conn, &events).await.expect("insert");
+        assert!(stored.iter().all(|s| *s == Stored::New));
+        assert_eq!(db.event_ids().await.expect("ids").len(), events.len());
+    }
 }
