@@ -11,6 +11,7 @@
 //! - `commit-per-event`: gc-status with `--max-batch 1`, one durable transaction per webhook
 //!   (what a synchronous handler does);
 //! - `gc-status`: gc-status as shipped, with group commit.
+//!
 //! Medians over the rounds are reported; client and server share this process and the machine.
 
 use std::{
