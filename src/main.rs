@@ -6,7 +6,7 @@ use gc_status::server::{config::Config, startup::Application, telemetry};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    telemetry::init();
+    telemetry::init(config.command.is_none());
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -19,6 +19,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(command) = &config.command {
+        return gc_status::server::cli::run(&config, command).await;
+    }
     let app = Application::build(config).await?;
     tracing::info!(addr = %app.local_addr(), "gc-status listening");
     app.run_until_stopped(gc_status::server::startup::shutdown_signal())

@@ -1,19 +1,19 @@
-//! `/`: live counts of stored events by status.
+//! `/`: the live pipeline counts and per-queue statistics.
 
 use leptos::prelude::*;
 
-use crate::model::EventCounts;
+use crate::model::{EventCounts, QueueStatus, StatusSnapshot};
 
-/// How often the page refreshes its counts in the browser.
+/// How often the page refreshes in the browser.
 #[cfg(feature = "hydrate")]
 const REFRESH_MS: u64 = 1000;
 
-/// Counts of stored events by status, read from the database.
+/// The current status snapshot, read from the database.
 #[server]
-pub async fn get_event_counts() -> Result<EventCounts, ServerFnError> {
-    let db = expect_context::<crate::server::store::Db>();
-    db.event_counts().await.map_err(|err| {
-        tracing::warn!(error = %err, "cannot read event counts");
+pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
+    let status = expect_context::<std::sync::Arc<crate::server::status::StatusSource>>();
+    status.snapshot().await.map_err(|err| {
+        tracing::warn!("cannot read the status: {err:#}");
         ServerFnError::new("the database is unavailable")
     })
 }
@@ -21,10 +21,10 @@ pub async fn get_event_counts() -> Result<EventCounts, ServerFnError> {
 #[component]
 pub fn HomePage() -> impl IntoView {
     let (tick, set_tick) = signal(0u64);
-    let counts = Resource::new(move || tick.get(), |_| get_event_counts());
+    let status = Resource::new(move || tick.get(), |_| get_status());
     let hydrated = RwSignal::new(false);
 
-    // Effects run only in the browser: mark the page live and refresh the counts periodically.
+    // Effects run only in the browser: mark the page live and refresh it periodically.
     Effect::new(move |_| {
         hydrated.set(true);
         #[cfg(feature = "hydrate")]
@@ -43,17 +43,23 @@ pub fn HomePage() -> impl IntoView {
     view! {
         <section class="status" data-hydrated=move || hydrated.get().to_string()>
             <h1>"gc-status"</h1>
-            <p class="lead">"Genesys Cloud webhooks stored and waiting for processing."</p>
+            <p class="lead">"Genesys Cloud webhooks: pipeline and live queue status."</p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
-                    counts
+                    status
                         .get()
                         .map(|result| match result {
-                            Ok(c) => view! { <Counts counts=c /> }.into_any(),
+                            Ok(s) => {
+                                view! {
+                                    <Counts counts=s.pipeline.counts />
+                                    <Queues queues=s.queues />
+                                }
+                                    .into_any()
+                            }
                             Err(_) => {
                                 view! {
                                     <p class="error" role="alert">
-                                        "The database is unavailable; counts will return when it answers."
+                                        "The database is unavailable; the status returns when it answers."
                                     </p>
                                 }
                                     .into_any()
@@ -69,8 +75,10 @@ pub fn HomePage() -> impl IntoView {
 fn Counts(counts: EventCounts) -> impl IntoView {
     let tiles = [
         ("pending", "Pending", counts.pending),
+        ("retrying", "Retrying", counts.retrying),
         ("processing", "Processing", counts.processing),
         ("done", "Done", counts.done),
+        ("dead", "Dead letters", counts.dead),
         ("total", "Stored", counts.total),
     ];
     view! {
@@ -88,4 +96,50 @@ fn Counts(counts: EventCounts) -> impl IntoView {
                 .collect_view()}
         </dl>
     }
+}
+
+fn seconds(ms: Option<f64>) -> String {
+    ms.map(|ms| format!("{:.0} s", ms / 1000.0))
+        .unwrap_or_else(|| "–".to_owned())
+}
+
+#[component]
+fn Queues(queues: Vec<QueueStatus>) -> impl IntoView {
+    if queues.is_empty() {
+        return view! { <p class="empty">"No queue activity yet."</p> }.into_any();
+    }
+    view! {
+        <table class="queues">
+            <thead>
+                <tr>
+                    <th>"Queue"</th>
+                    <th>"Waiting"</th>
+                    <th>"Interacting"</th>
+                    <th>"Longest wait"</th>
+                    <th>"Answered"</th>
+                    <th>"Abandoned"</th>
+                    <th>"Avg wait"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {queues
+                    .into_iter()
+                    .map(|q| {
+                        view! {
+                            <tr data-queue=q.queue_id.clone() title=q.source.clone()>
+                                <td>{q.name}</td>
+                                <td data-testid="queue-waiting">{q.waiting}</td>
+                                <td>{q.interacting}</td>
+                                <td>{seconds(q.longest_waiting_ms.map(|v| v as f64))}</td>
+                                <td>{q.answered}</td>
+                                <td>{q.abandoned}</td>
+                                <td>{seconds(q.average_wait_ms)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
 }

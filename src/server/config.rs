@@ -1,8 +1,8 @@
 //! Settings from flags and environment variables (each flag mirrors its variable).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 /// How an HMAC signature header is encoded.
@@ -103,6 +103,127 @@ pub struct Config {
     /// Most webhooks committed in one transaction.
     #[arg(long, env = "GC_STATUS_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
+
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Background processing settings.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// Concurrent worker tasks claiming events (0 disables processing).
+    #[arg(long, env = "GC_STATUS_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+
+    /// Attempts before an event moves to the dead letters.
+    #[arg(long, env = "GC_STATUS_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// Base of the exponential retry backoff (milliseconds).
+    #[arg(long, env = "GC_STATUS_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Longest retry backoff (milliseconds).
+    #[arg(long, env = "GC_STATUS_RETRY_CAP_MS", default_value_t = 300_000)]
+    pub retry_cap_ms: u64,
+
+    /// How long a claimed event stays leased before another worker may take it (seconds).
+    #[arg(long, env = "GC_STATUS_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+
+    /// Events claimed per batch.
+    #[arg(long, env = "GC_STATUS_WORKER_BATCH", default_value_t = 500)]
+    pub worker_batch: usize,
+
+    /// Age after which done events are pruned (days).
+    #[arg(long, env = "GC_STATUS_RETENTION_DAYS", default_value_t = 7)]
+    pub retention_days: u64,
+
+    /// Event types/topics marked done without processing, comma-separated; `prefix*` allowed.
+    #[arg(long, env = "GC_STATUS_IGNORE_TOPICS", value_delimiter = ',')]
+    pub ignore_topics: Vec<String>,
+
+    /// Time zone that decides what "today" is (IANA name).
+    #[arg(long, env = "GC_STATUS_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
+
+    /// JSON file mapping queue ids to names: `{"queue-id": "Sales"}`.
+    #[arg(long, env = "GC_STATUS_QUEUE_NAMES_FILE")]
+    pub queue_names_file: Option<PathBuf>,
+
+    /// How long a queue observation stays authoritative (seconds).
+    #[arg(long, env = "GC_STATUS_OBSERVATION_TTL_SECS", default_value_t = 300)]
+    pub observation_ttl_secs: u64,
+}
+
+/// Operator commands; without one, gc-status serves.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Inspect, replay or discard dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Recompute all queue statistics from the stored events.
+    RebuildStats,
+}
+
+/// Which dead letters a CLI command applies to.
+#[derive(Debug, Clone, Args, Default)]
+pub struct DlqFilterArgs {
+    /// Only this event type / topic.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only this queue id.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only letters whose errors contain this text.
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Dead-lettered at or after (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Dead-lettered before (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters, newest first.
+    List {
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+    },
+    /// Show one dead letter with its payload and every error.
+    Show { id: String },
+    /// Put dead letters back to be processed again (by id, or all matching with --all).
+    Replay {
+        ids: Vec<String>,
+        /// Replay every dead letter matching the filter.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+    },
+    /// Delete dead letters for good (by id, or all matching with --all); asks first.
+    Discard {
+        ids: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilterArgs,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 impl Config {

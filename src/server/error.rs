@@ -39,12 +39,32 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the event was not (certainly) stored; the sender should retry.
     #[error("the event could not be stored ({0}); retry later")]
     StorageUnavailable(#[from] StoreError),
+    /// 400: a malformed admin request; the message says what is expected.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 401: the admin API needs `Authorization: Bearer <token>`.
+    #[error("send `Authorization: Bearer <GC_STATUS_ADMIN_TOKEN>`")]
+    AdminUnauthorized,
+    /// 403: a wrong admin token, or the admin API is disabled.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503 with `Retry-After`: the database did not answer.
+    #[error("the database is unavailable; retry later")]
+    Database(#[from] sqlx::Error),
     /// 500: an unexpected failure, logged with its cause chain and never sent to the client.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl ApiError {
+    /// The short machine-readable code sent as `error`.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::PayloadTooLarge { .. } => {
@@ -59,6 +79,11 @@ impl ApiError {
             ApiError::StorageUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::AdminUnauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -73,13 +98,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(err) => tracing::error!("internal error: {err:#}"),
             ApiError::StorageUnavailable(err) => tracing::warn!(%err, "webhook answered 503"),
+            ApiError::Database(err) => tracing::warn!(error = %err, "database error; answered 503"),
             _ => tracing::debug!(error = %self, "request rejected"),
         }
         let body = Json(json!({ "error": code, "detail": self.to_string() }));
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         match self {
-            ApiError::StorageUnavailable(_) => {
+            ApiError::StorageUnavailable(_) | ApiError::Database(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

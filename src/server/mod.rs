@@ -1,10 +1,16 @@
 //! Server-side gc-status: configuration, HTTP routes, sender authentication and storage.
 
+pub mod admin;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod rates;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

@@ -6,14 +6,23 @@ use anyhow::Context as _;
 use axum::{middleware, Router};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::Notify,
+    task::{JoinHandle, JoinSet},
+};
+use tokio_util::sync::CancellationToken;
 
 use super::{
+    admin, api,
     config::Config,
     http, ingest,
     ingest::auth::SenderAuth,
+    rates::RateMeter,
     state::AppState,
+    status::StatusSource,
     store::{self, writer::IngestWriter, Db},
+    worker::{interpret::IgnoreList, StatsProcessor, Worker, WorkerSettings},
 };
 use crate::app::{shell, App};
 
@@ -26,6 +35,9 @@ pub struct Application {
     router: Router,
     db: Db,
     writer_task: JoinHandle<()>,
+    worker: Worker,
+    wake_workers: Arc<Notify>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -42,13 +54,48 @@ impl Application {
             tracing::info!(modes = ?auth.modes(), "webhook sender authentication enabled");
         }
 
+        let (timezone, names) = StatusSource::load_settings(
+            &config.worker.timezone,
+            config.worker.queue_names_file.as_deref(),
+        )?;
         let (db, writer_conn) = store::open(&config.database_url, config.store_timeout()).await?;
+        let wake_workers = Arc::new(Notify::new());
+        let ingested = Arc::new(RateMeter::default());
+        let processed = Arc::new(RateMeter::default());
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
             config.ingest_queue,
             config.max_batch,
             config.store_timeout(),
+            wake_workers.clone(),
+            ingested.clone(),
         );
+        let worker = Worker::new(
+            db.clone(),
+            Arc::new(StatsProcessor {
+                ignore: IgnoreList::new(config.worker.ignore_topics.iter().cloned()),
+            }),
+            WorkerSettings::from_config(&config.worker),
+            processed.clone(),
+        );
+        let status = Arc::new(StatusSource {
+            db: db.clone(),
+            timezone,
+            names,
+            observation_ttl: Duration::from_secs(config.worker.observation_ttl_secs),
+            ingested,
+            processed,
+        });
+        let admin_token = config
+            .admin_token
+            .as_ref()
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::new(admin::token_digest(&t)));
+        if admin_token.is_none() {
+            tracing::info!("GC_STATUS_ADMIN_TOKEN is not set: the admin API is disabled");
+        }
+        let shutdown = CancellationToken::new();
 
         let listener = TcpListener::bind(config.addr)
             .await
@@ -65,6 +112,11 @@ impl Application {
             writer,
             auth: Arc::new(auth),
             max_body_bytes: config.max_body_bytes,
+            admin_token,
+            status,
+            metrics: api::metrics_handle(),
+            wake_workers: wake_workers.clone(),
+            shutdown: shutdown.clone(),
         };
         let router = router(state);
         Ok(Application {
@@ -72,6 +124,9 @@ impl Application {
             router,
             db,
             writer_task,
+            worker,
+            wake_workers,
+            shutdown,
         })
     }
 
@@ -85,6 +140,11 @@ impl Application {
         self.db.clone()
     }
 
+    /// The worker, to drive processing by hand (tests, tools).
+    pub fn worker(&self) -> Worker {
+        self.worker.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, answers in-flight requests,
     /// commits everything already received and closes the database.
     pub async fn run_until_stopped(
@@ -96,11 +156,23 @@ impl Application {
             router,
             db,
             writer_task,
+            worker,
+            wake_workers,
+            shutdown: stop,
         } = self;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+        let mut workers: JoinSet<()> = worker.spawn(wake_workers, stop.clone());
+        let stop_on_signal = stop.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Ends live streams and stops workers claiming new events.
+                stop_on_signal.cancel();
+            })
             .await
-            .context("the HTTP server failed")?;
+            .context("the HTTP server failed");
+        stop.cancel();
+        while workers.join_next().await.is_some() {}
+        served?;
         // The router (and with it every writer handle) is gone: the writer drains and stops.
         match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer_task).await {
             Ok(Ok(())) => {}
@@ -120,10 +192,15 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::router())
         .merge(http::router())
+        .merge(api::router())
+        .merge(admin::router(state.clone()))
         .leptos_routes_with_context(
             &state,
             routes,
-            move || provide_context(context_state.db.clone()),
+            move || {
+                provide_context(context_state.db.clone());
+                provide_context(context_state.status.clone());
+            },
             move || shell(shell_options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))

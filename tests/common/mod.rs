@@ -8,10 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gc_status::server::{config::Config, ingest::auth::sign_hex, startup::Application, store::Db};
+use gc_status::server::{
+    config::Config, ingest::auth::sign_hex, startup::Application, store::Db, worker::Worker,
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const SECRET: &str = "test-secret-current";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const WEBHOOK_PATH: &str = "/api/v2/webhooks/gc-status";
 
 /// A fresh directory under the target dir, removed when dropped.
@@ -29,6 +32,7 @@ pub fn database_url(dir: &Path) -> String {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: Db,
+    pub worker: Worker,
     pub client: reqwest::Client,
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
@@ -53,12 +57,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_on(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_database(database_url);
     config.hmac_secrets = vec![SECRET.into()];
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    // Tests drive processing by hand (`worker().run_batch`) unless they ask for workers.
+    config.worker.workers = 0;
     configure(&mut config);
     let app = Application::build(config)
         .await
         .expect("the application starts");
     let addr = app.local_addr();
     let db = app.db();
+    let worker = app.worker();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -66,6 +74,7 @@ pub async fn spawn_on(database_url: &str, configure: impl FnOnce(&mut Config)) -
     TestApp {
         addr,
         db,
+        worker,
         client: reqwest::Client::new(),
         database_url: database_url.to_owned(),
         stop: Some(stop),
@@ -163,4 +172,41 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// RFC 3339 text for epoch milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .expect("a valid time")
+        .to_string()
+}
+
+/// A `conversation:updated` event moving `conversation` in `queue` to `state` at `at_ms`.
+pub fn conversation_event(
+    id: &str,
+    queue: &str,
+    conversation: &str,
+    state: &str,
+    at_ms: i64,
+) -> String {
+    format!(
+        r#"{{"event":"conversation:updated","id":"{id}","timestamp":"{}","data":{{"state":"{state}","queueId":"{queue}","conversationId":"{conversation}","queueName":"Queue {queue}"}}}}"#,
+        rfc3339(at_ms)
+    )
+}
+
+/// A Genesys detail event (`acd.start` / `acd.end`) in the notification envelope.
+pub fn acd_event(
+    phase: &str,
+    queue: &str,
+    conversation: &str,
+    at_ms: i64,
+    outcome: Option<&str>,
+) -> String {
+    let outcome = outcome
+        .map(|o| format!(r#","acdOutcome":"{o}""#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"topicName":"v2.detail.events.conversation.{conversation}.acd.{phase}","version":"2","eventBody":{{"eventTime":{at_ms},"conversationId":"{conversation}","queueId":"{queue}","mediaType":"VOICE"{outcome}}}}}"#
+    )
 }

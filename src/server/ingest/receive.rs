@@ -34,12 +34,28 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-#[tracing::instrument(skip_all)]
+/// Answers the sender and keeps the ingest metrics.
 async fn receive_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let result = ingest(&state, &headers, body).await;
+    metrics::histogram!("gc_status_ingest_latency_seconds").record(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(accepted) if accepted.duplicate => {
+            metrics::counter!("gc_status_events_duplicate_total").increment(1)
+        }
+        Ok(_) => metrics::counter!("gc_status_events_received_total").increment(1),
+        Err(err) => metrics::counter!("gc_status_events_rejected_total", "reason" => err.code())
+            .increment(1),
+    }
+    Ok((StatusCode::ACCEPTED, Json(result?)))
+}
+
+#[tracing::instrument(skip_all)]
+async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
     let limit = state.max_body_bytes;
     let declared_too_large = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -49,7 +65,7 @@ async fn receive_webhook(
     if declared_too_large {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    if !is_json(&headers) {
+    if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let body = match Limited::new(body, limit).collect().await {
@@ -62,7 +78,7 @@ async fn receive_webhook(
 
     state
         .auth
-        .verify(&headers, &body)
+        .verify(headers, &body)
         .map_err(|reason| ApiError::Unauthorized {
             reason,
             offer_basic: state.auth.offers_basic(),
@@ -80,14 +96,11 @@ async fn receive_webhook(
         })
         .await?;
 
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            accepted: true,
-            id: event_id,
-            duplicate: stored == Stored::Duplicate,
-        }),
-    ))
+    Ok(Accepted {
+        accepted: true,
+        id: event_id,
+        duplicate: stored == Stored::Duplicate,
+    })
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.

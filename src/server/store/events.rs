@@ -1,30 +1,8 @@
 //! Read queries on the `events` table.
 
-use sqlx::Row as _;
-
 use super::{Db, MIGRATOR};
-use crate::model::EventCounts;
 
 impl Db {
-    /// How many events are in each status.
-    pub async fn event_counts(&self) -> sqlx::Result<EventCounts> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM events GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut counts = EventCounts::default();
-        for row in rows {
-            let n: i64 = row.try_get("n")?;
-            match row.try_get::<&str, _>("status")? {
-                "pending" => counts.pending = n,
-                "processing" => counts.processing = n,
-                "done" => counts.done = n,
-                _ => {}
-            }
-            counts.total += n;
-        }
-        Ok(counts)
-    }
-
     /// Ready means: the database answers and every embedded migration has been applied.
     pub async fn is_ready(&self) -> sqlx::Result<bool> {
         let applied: i64 =

@@ -4,6 +4,8 @@
 //! for several instances sharing one queue) can be added without touching them.
 
 pub mod events;
+pub mod stats;
+pub mod work;
 pub mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};

@@ -8,15 +8,18 @@
 
 use std::{
     collections::{hash_map::Entry, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
 use axum::body::Bytes;
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Notify},
     task::JoinHandle,
 };
+
+use crate::server::rates::RateMeter;
 
 /// One webhook to store.
 #[derive(Debug)]
@@ -64,14 +67,18 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 impl IngestWriter {
     /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
+    /// After each commit, `committed` is notified (workers wake) and `ingested` counts the
+    /// new rows.
     pub fn spawn(
         conn: SqliteConnection,
         queue_capacity: usize,
         max_batch: usize,
         timeout: Duration,
+        committed: Arc<Notify>,
+        ingested: Arc<RateMeter>,
     ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(queue_capacity.max(1));
-        let task = tokio::spawn(run(conn, rx, max_batch.max(1)));
+        let task = tokio::spawn(run(conn, rx, max_batch.max(1), committed, ingested));
         (IngestWriter { queue, timeout }, task)
     }
 
@@ -94,6 +101,8 @@ async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
     max_batch: usize,
+    committed: Arc<Notify>,
+    ingested: Arc<RateMeter>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     // `recv_many` waits for one submission, then takes every one already queued: the batch
@@ -112,6 +121,11 @@ async fn run(
         let outcome = insert_batch(&mut conn, &events).await;
         match outcome {
             Ok(stored) => {
+                let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
+                if new > 0 {
+                    ingested.record(new);
+                    committed.notify_waiters();
+                }
                 for (reply, result) in replies.into_iter().zip(stored) {
                     // The requester may have timed out; its sender will retry and dedupe.
                     let _ = reply.send(Ok(result));

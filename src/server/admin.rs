@@ -1,0 +1,240 @@
+//! The admin JSON API for dead letters, behind `Authorization: Bearer <GC_STATUS_ADMIN_TOKEN>`.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, Request, State},
+    http::header::AUTHORIZATION,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{
+    error::ApiError,
+    state::AppState,
+    store::work::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
+    worker::now_ms,
+};
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/admin/dead-letters", get(list_dead_letters))
+        .route(
+            "/api/v2/admin/dead-letters/replay",
+            post(replay_dead_letters),
+        )
+        .route(
+            "/api/v2/admin/dead-letters/discard",
+            post(discard_dead_letters),
+        )
+        .route(
+            "/api/v2/admin/dead-letters/{id}",
+            get(get_dead_letter).delete(discard_dead_letter),
+        )
+        .route(
+            "/api/v2/admin/dead-letters/{id}/replay",
+            post(replay_dead_letter),
+        )
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+/// SHA-256 of the admin token, compared in constant time (hashing also hides its length).
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Accepts the request only with the configured bearer token: 401 without one, 403 if wrong.
+async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = state.admin_token else {
+        return Err(ApiError::Forbidden(
+            "the admin API is disabled: set GC_STATUS_ADMIN_TOKEN".into(),
+        ));
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or(ApiError::AdminUnauthorized)?;
+    if bool::from(token_digest(presented).ct_eq(&*expected)) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Forbidden("the admin token is not valid".into()))
+    }
+}
+
+/// Filter fields as they arrive in a query string or JSON body; times are RFC 3339 or epoch ms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterParams {
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub queue: Option<String>,
+    pub error: Option<String>,
+    pub since: Option<Value>,
+    pub until: Option<Value>,
+}
+
+/// An RFC 3339 time or epoch milliseconds.
+pub fn parse_time(field: &str, value: &Value) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "`{field}` must be an RFC 3339 time such as 2026-11-29T10:00:00Z, or epoch milliseconds"
+        ))
+    };
+    match value {
+        Value::Number(n) => n.as_i64().ok_or_else(bad),
+        Value::String(s) => s
+            .parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond())
+            .or_else(|_| s.parse::<i64>())
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+impl FilterParams {
+    pub fn into_filter(self) -> Result<DeadLetterFilter, ApiError> {
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        Ok(DeadLetterFilter {
+            event_type: non_empty(self.event_type),
+            queue: non_empty(self.queue),
+            error: non_empty(self.error),
+            since: self
+                .since
+                .as_ref()
+                .map(|v| parse_time("since", v))
+                .transpose()?,
+            until: self
+                .until
+                .as_ref()
+                .map(|v| parse_time("until", v))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    queue: Option<String>,
+    error: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list_dead_letters(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<DeadLetterPage>, ApiError> {
+    let filter = FilterParams {
+        event_type: params.event_type,
+        queue: params.queue,
+        error: params.error,
+        since: params.since.map(Value::String),
+        until: params.until.map(Value::String),
+    }
+    .into_filter()?;
+    let limit = params.limit.unwrap_or(50).clamp(1, 500);
+    let offset = params.offset.unwrap_or(0).max(0);
+    Ok(Json(
+        state.db.list_dead_letters(&filter, limit, offset).await?,
+    ))
+}
+
+async fn get_dead_letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetter>, ApiError> {
+    state
+        .db
+        .get_dead_letter(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no dead letter with id `{id}`")))
+}
+
+/// `{"ids": [...]}` or `{"filter": {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    ids: Option<Vec<String>>,
+    filter: Option<FilterParams>,
+}
+
+fn selection(body: &[u8]) -> Result<Selection, ApiError> {
+    let request: BulkRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"ids\": [...]}} or {{\"filter\": {{...}}}}: {e}"
+        ))
+    })?;
+    match (request.ids, request.filter) {
+        (Some(ids), None) => Ok(Selection::Ids(ids)),
+        (None, Some(filter)) => Ok(Selection::Filter(filter.into_filter()?)),
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of `ids` or `filter` (an empty filter selects all)".into(),
+        )),
+    }
+}
+
+async fn replay(state: &AppState, selection: &Selection) -> Result<Json<Value>, ApiError> {
+    let replayed = state.db.replay_dead_letters(selection, now_ms()).await?;
+    metrics::counter!("gc_status_events_replayed_total").increment(replayed);
+    if replayed > 0 {
+        tracing::info!(events = replayed, "dead letters replayed");
+        state.wake_workers.notify_waiters();
+    }
+    Ok(Json(json!({ "replayed": replayed })))
+}
+
+async fn discard(state: &AppState, selection: &Selection) -> Result<Json<Value>, ApiError> {
+    let discarded = state.db.discard_dead_letters(selection).await?;
+    metrics::counter!("gc_status_events_discarded_total").increment(discarded);
+    if discarded > 0 {
+        tracing::info!(events = discarded, "dead letters discarded");
+    }
+    Ok(Json(json!({ "discarded": discarded })))
+}
+
+async fn replay_dead_letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    replay(&state, &Selection::Ids(vec![id])).await
+}
+
+async fn replay_dead_letters(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    replay(&state, &selection(&body)?).await
+}
+
+async fn discard_dead_letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    discard(&state, &Selection::Ids(vec![id])).await
+}
+
+async fn discard_dead_letters(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    discard(&state, &selection(&body)?).await
+}

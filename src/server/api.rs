@@ -1,0 +1,102 @@
+//! Reading the status: `GET /api/v2/queues`, the live `GET /api/v2/stream` and `GET /metrics`.
+
+use std::{convert::Infallible, sync::OnceLock, time::Duration};
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse,
+    },
+    routing::get,
+    Json, Router,
+};
+use futures_util::stream::{self, Stream};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::{error::ApiError, state::AppState};
+use crate::model::StatusSnapshot;
+
+/// How often a stream looks for changes; unchanged snapshots are not sent.
+const STREAM_INTERVAL: Duration = Duration::from_millis(500);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/queues", get(list_queues))
+        .route("/api/v2/stream", get(stream_status))
+        .route("/metrics", get(render_metrics))
+}
+
+async fn list_queues(State(state): State<AppState>) -> Result<Json<StatusSnapshot>, ApiError> {
+    Ok(Json(state.status.snapshot().await?))
+}
+
+/// Server-sent `status` events carrying a [`StatusSnapshot`] whenever it changes (at most
+/// twice a second), with keep-alives. Ends when the server shuts down, so it never holds up
+/// a graceful shutdown.
+async fn stream_status(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut ticker = tokio::time::interval(STREAM_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let events = stream::unfold(
+        (state, ticker, None::<String>),
+        |(state, mut ticker, mut last)| async move {
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = state.shutdown.cancelled() => return None,
+                }
+                let snapshot = match state.status.snapshot().await {
+                    Ok(s) => s,
+                    Err(err) => {
+                        tracing::warn!("status snapshot failed: {err:#}");
+                        continue;
+                    }
+                };
+                let Ok(json) = serde_json::to_string(&snapshot) else {
+                    continue;
+                };
+                if last.as_deref() != Some(json.as_str()) {
+                    let event = Event::default().event("status").data(json.clone());
+                    last = Some(json);
+                    return Some((Ok(event), (state, ticker, last)));
+                }
+            }
+        },
+    );
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in a process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = state.db.event_counts().await?;
+    metrics::gauge!("gc_status_events_pending").set((counts.pending + counts.retrying) as f64);
+    metrics::gauge!("gc_status_events_dead").set(counts.dead as f64);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    ))
+}

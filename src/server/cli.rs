@@ -1,0 +1,146 @@
+//! Operator commands on the same binary: `gc-status dlq …` and `gc-status rebuild-stats`.
+//! They open the database directly (applying migrations), so no server needs to run.
+
+use std::io::{BufRead as _, Write as _};
+
+use anyhow::{bail, Context as _};
+
+use super::{
+    admin::{parse_time, FilterParams},
+    config::{Command, Config, DlqAction, DlqFilterArgs},
+    store::{
+        self,
+        work::{DeadLetterFilter, Selection},
+        Db,
+    },
+    worker::{self, interpret::IgnoreList, now_ms},
+};
+
+pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
+    let (db, writer) = store::open(&config.database_url, config.store_timeout()).await?;
+    drop(writer);
+    let result = match command {
+        Command::RebuildStats => {
+            let ignore = IgnoreList::new(config.worker.ignore_topics.iter().cloned());
+            let applied = worker::rebuild_stats(&db, &ignore).await?;
+            println!("rebuilt queue statistics from {applied} processed events");
+            Ok(())
+        }
+        Command::Dlq { action } => dlq(&db, action).await,
+    };
+    db.close().await;
+    result
+}
+
+fn filter(args: &DlqFilterArgs) -> anyhow::Result<DeadLetterFilter> {
+    let time = |field: &str, v: &Option<String>| {
+        v.as_ref()
+            .map(|s| parse_time(field, &serde_json::Value::String(s.clone())))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let params = FilterParams {
+        event_type: args.event_type.clone(),
+        queue: args.queue.clone(),
+        error: args.error.clone(),
+        since: None,
+        until: None,
+    };
+    let mut filter = params.into_filter().map_err(|e| anyhow::anyhow!("{e}"))?;
+    filter.since = time("since", &args.since)?;
+    filter.until = time("until", &args.until)?;
+    Ok(filter)
+}
+
+fn selection(ids: &[String], all: bool, args: &DlqFilterArgs) -> anyhow::Result<Selection> {
+    match (ids.is_empty(), all) {
+        (false, false) => Ok(Selection::Ids(ids.to_vec())),
+        (true, true) => Ok(Selection::Filter(filter(args)?)),
+        (false, true) => bail!("give either ids or --all with filters, not both"),
+        (true, false) => bail!("give the ids to act on, or --all (with optional filters)"),
+    }
+}
+
+fn ms_to_text(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+async fn dlq(db: &Db, action: &DlqAction) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List {
+            filter: args,
+            limit,
+            offset,
+        } => {
+            let page = db
+                .list_dead_letters(&filter(args)?, (*limit).clamp(1, 10_000), (*offset).max(0))
+                .await?;
+            println!(
+                "{} dead letter(s) match; showing {} from offset {}",
+                page.total,
+                page.items.len(),
+                page.offset
+            );
+            for letter in page.items {
+                println!(
+                    "{}  {}  {}  attempts={}  queue={}  {}",
+                    letter.id,
+                    ms_to_text(letter.dead_at),
+                    letter.event_type,
+                    letter.attempts,
+                    letter.queue_id.as_deref().unwrap_or("-"),
+                    letter.last_error
+                );
+            }
+            Ok(())
+        }
+        DlqAction::Show { id } => {
+            let letter = db
+                .get_dead_letter(id)
+                .await?
+                .with_context(|| format!("no dead letter with id `{id}`"))?;
+            println!("{}", serde_json::to_string_pretty(&letter)?);
+            Ok(())
+        }
+        DlqAction::Replay { ids, all, filter } => {
+            let n = db
+                .replay_dead_letters(&selection(ids, *all, filter)?, now_ms())
+                .await?;
+            println!("replayed {n} dead letter(s); a running gc-status processes them shortly");
+            Ok(())
+        }
+        DlqAction::Discard {
+            ids,
+            all,
+            filter,
+            yes,
+        } => {
+            let selection = selection(ids, *all, filter)?;
+            let count = match &selection {
+                Selection::Ids(ids) => ids.len() as i64,
+                Selection::Filter(f) => db.list_dead_letters(f, 1, 0).await?.total,
+            };
+            if count == 0 {
+                println!("nothing to discard");
+                return Ok(());
+            }
+            if !yes && !confirm(&format!("Discard {count} dead letter(s) for good? [y/N] "))? {
+                println!("nothing discarded");
+                return Ok(());
+            }
+            let n = db.discard_dead_letters(&selection).await?;
+            println!("discarded {n} dead letter(s)");
+            Ok(())
+        }
+    }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}

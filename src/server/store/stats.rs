@@ -1,0 +1,331 @@
+//! Queue statistics: applying event effects, reading per-queue status, rebuilding.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Map, Value};
+use sqlx::{Row as _, SqliteConnection};
+
+use super::Db;
+use crate::{
+    model::{EventCounts, QueueStatus},
+    server::worker::interpret::Effect,
+};
+
+/// Writes the effects of done events. Every merge is order-independent and idempotent: the
+/// earliest time wins for each conversation milestone and the newest observation wins.
+pub async fn apply<'a>(
+    tx: &mut SqliteConnection,
+    effects: impl Iterator<Item = &'a Effect>,
+) -> sqlx::Result<()> {
+    let mut conversations = Vec::new();
+    let mut observations = Vec::new();
+    let mut names = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::Ignored => {}
+            Effect::Conversation(c) => {
+                conversations.push(json!({
+                    "q": c.queue_id, "c": c.conversation_id, "m": c.media_type,
+                    "qa": c.queued_at, "aa": c.answered_at, "ea": c.ended_at, "o": c.outcome,
+                }));
+                if let Some(name) = &c.queue_name {
+                    names.push(json!({ "q": c.queue_id, "n": name }));
+                }
+            }
+            Effect::Observation(o) => observations.push(json!({
+                "q": o.queue_id, "m": o.media_type, "t": o.observed_at, "f": o.figures,
+            })),
+        }
+    }
+    if !conversations.is_empty() {
+        sqlx::query(
+            "INSERT INTO conversations (queue_id, conversation_id, media_type, queued_at,
+                                        answered_at, ended_at, outcome)
+             SELECT value ->> '$.q', value ->> '$.c', value ->> '$.m', value ->> '$.qa',
+                    value ->> '$.aa', value ->> '$.ea', value ->> '$.o'
+               FROM json_each(?1) WHERE true
+             ON CONFLICT (queue_id, conversation_id) DO UPDATE SET
+               media_type  = coalesce(conversations.media_type, excluded.media_type),
+               queued_at   = coalesce(min(conversations.queued_at, excluded.queued_at),
+                                      conversations.queued_at, excluded.queued_at),
+               answered_at = coalesce(min(conversations.answered_at, excluded.answered_at),
+                                      conversations.answered_at, excluded.answered_at),
+               outcome     = CASE WHEN excluded.ended_at < coalesce(conversations.ended_at, excluded.ended_at + 1)
+                                  THEN coalesce(excluded.outcome, conversations.outcome)
+                                  ELSE coalesce(conversations.outcome, excluded.outcome) END,
+               ended_at    = coalesce(min(conversations.ended_at, excluded.ended_at),
+                                      conversations.ended_at, excluded.ended_at)",
+        )
+        .bind(Value::Array(conversations).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !observations.is_empty() {
+        sqlx::query(
+            "INSERT INTO queue_observations (queue_id, media_type, observed_at, figures)
+             SELECT value ->> '$.q', value ->> '$.m', value ->> '$.t', value -> '$.f'
+               FROM json_each(?1) WHERE true
+             ON CONFLICT (queue_id, media_type) DO UPDATE SET
+               figures = CASE
+                   WHEN excluded.observed_at > queue_observations.observed_at THEN excluded.figures
+                   WHEN excluded.observed_at = queue_observations.observed_at
+                        THEN json_patch(queue_observations.figures, excluded.figures)
+                   ELSE queue_observations.figures END,
+               observed_at = max(queue_observations.observed_at, excluded.observed_at)",
+        )
+        .bind(Value::Array(observations).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !names.is_empty() {
+        sqlx::query(
+            "INSERT INTO queue_names (queue_id, name)
+             SELECT value ->> '$.q', value ->> '$.n' FROM json_each(?1) WHERE true
+             ON CONFLICT (queue_id) DO UPDATE SET name = excluded.name",
+        )
+        .bind(Value::Array(names).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The time frame and sources for reading queue statistics.
+#[derive(Debug, Clone)]
+pub struct StatsWindow<'a> {
+    pub now: i64,
+    /// Start and end of "today" in the configured time zone (epoch ms).
+    pub day_start: i64,
+    pub day_end: i64,
+    /// Observations newer than this are authoritative.
+    pub fresh_after: i64,
+    /// Names from the configured names file.
+    pub names: &'a HashMap<String, String>,
+}
+
+impl Db {
+    /// How many events are in each state.
+    pub async fn event_counts(&self) -> sqlx::Result<EventCounts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM events WHERE status = 'pending') AS pending,
+                    (SELECT COUNT(*) FROM events WHERE status = 'pending' AND attempts > 0)
+                        AS retrying,
+                    (SELECT COUNT(*) FROM events WHERE status = 'processing') AS processing,
+                    (SELECT COUNT(*) FROM events WHERE status = 'done') AS done,
+                    (SELECT COUNT(*) FROM dead_letters) AS dead,
+                    (SELECT COUNT(*) FROM events) AS total",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let retrying: i64 = row.try_get("retrying")?;
+        Ok(EventCounts {
+            pending: row.try_get::<i64, _>("pending")? - retrying,
+            retrying,
+            processing: row.try_get("processing")?,
+            done: row.try_get("done")?,
+            dead: row.try_get("dead")?,
+            total: row.try_get("total")?,
+        })
+    }
+
+    /// Receive time (epoch ms) of the newest stored event.
+    pub async fn last_received_at(&self) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Every queue's statistics, ordered by name.
+    pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
+        let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
+        let derived = sqlx::query(
+            "SELECT queue_id,
+                coalesce(SUM(queued_at IS NOT NULL AND answered_at IS NULL AND ended_at IS NULL), 0)
+                    AS waiting,
+                coalesce(SUM(answered_at IS NOT NULL AND ended_at IS NULL), 0) AS interacting,
+                MIN(CASE WHEN queued_at IS NOT NULL AND answered_at IS NULL AND ended_at IS NULL
+                         THEN queued_at END) AS oldest_waiting,
+                coalesce(SUM(answered_at >= ?1 AND answered_at < ?2), 0) AS answered,
+                coalesce(SUM(answered_at IS NULL AND ended_at >= ?1 AND ended_at < ?2
+                             AND coalesce(outcome, 'ABANDON') = 'ABANDON'), 0) AS abandoned,
+                AVG(CASE WHEN answered_at >= ?1 AND answered_at < ?2 AND queued_at <= answered_at
+                         THEN answered_at - queued_at END) AS average_wait
+             FROM conversations GROUP BY queue_id",
+        )
+        .bind(w.day_start)
+        .bind(w.day_end)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in derived {
+            let queue_id: String = row.try_get("queue_id")?;
+            let oldest: Option<i64> = row.try_get("oldest_waiting")?;
+            let status = QueueStatus {
+                queue_id: queue_id.clone(),
+                source: "conversations".into(),
+                waiting: row.try_get("waiting")?,
+                interacting: row.try_get("interacting")?,
+                longest_waiting_ms: oldest.map(|t| (w.now - t).max(0)),
+                answered: row.try_get("answered")?,
+                abandoned: row.try_get("abandoned")?,
+                average_wait_ms: row.try_get("average_wait")?,
+                ..QueueStatus::default()
+            };
+            queues.insert(queue_id, status);
+        }
+
+        let observed = sqlx::query(
+            "SELECT queue_id, figures FROM queue_observations WHERE observed_at >= ?
+              ORDER BY queue_id, media_type",
+        )
+        .bind(w.fresh_after)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut fresh: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
+        for row in observed {
+            let figures: Map<String, Value> =
+                serde_json::from_str(row.try_get::<&str, _>("figures")?).unwrap_or_default();
+            fresh
+                .entry(row.try_get("queue_id")?)
+                .or_default()
+                .push(figures);
+        }
+        for (queue_id, per_media) in fresh {
+            let status = queues
+                .entry(queue_id.clone())
+                .or_insert_with(|| QueueStatus {
+                    queue_id,
+                    ..QueueStatus::default()
+                });
+            apply_observations(status, &per_media);
+        }
+
+        let named: Vec<(String, String)> = sqlx::query_as("SELECT queue_id, name FROM queue_names")
+            .fetch_all(&self.pool)
+            .await?;
+        let named: HashMap<String, String> = named.into_iter().collect();
+        let mut list: Vec<QueueStatus> = queues
+            .into_values()
+            .map(|mut q| {
+                q.name = named
+                    .get(&q.queue_id)
+                    .or_else(|| w.names.get(&q.queue_id))
+                    .cloned()
+                    .unwrap_or_else(|| q.queue_id.clone());
+                q
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| a.queue_id.cmp(&b.queue_id))
+        });
+        Ok(list)
+    }
+
+    /// Recomputes all statistics from the done events, in one transaction. `interpret`
+    /// returns the effect of a stored event (`None` to skip it).
+    pub async fn rebuild_stats(
+        &self,
+        interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
+    ) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for reset in [
+            "DELETE FROM conversations",
+            "DELETE FROM queue_observations",
+            "DELETE FROM queue_names",
+        ] {
+            sqlx::query(reset).execute(&mut *tx).await?;
+        }
+        let mut after = 0i64;
+        let mut applied = 0u64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, event_type, payload, received_at FROM events
+                  WHERE status = 'done' AND seq > ? ORDER BY seq LIMIT 1000",
+            )
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("seq")?;
+            let mut effects = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let event_type: &str = row.try_get("event_type")?;
+                let payload: &[u8] = row.try_get("payload")?;
+                if let Some(effect) = interpret(event_type, payload, row.try_get("received_at")?) {
+                    effects.push(effect);
+                }
+            }
+            applied += effects.len() as u64;
+            apply(&mut tx, effects.iter()).await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Forgets conversations that ended before `cutoff` (they no longer count for "today").
+    pub async fn prune_conversations(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM conversations WHERE (queue_id, conversation_id) IN (
+                 SELECT queue_id, conversation_id FROM conversations
+                  WHERE ended_at < ?1 LIMIT ?2)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Overlays fresh observation figures (one map per media type) on a queue's status.
+fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
+    let sum = |key: &str| -> Option<i64> {
+        let values: Vec<i64> = per_media
+            .iter()
+            .filter_map(|f| f.get(key)?.as_i64())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let mean = |key: &str| -> Option<f64> {
+        let values: Vec<f64> = per_media
+            .iter()
+            .filter_map(|f| f.get(key)?.as_f64())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    status.source = "observations".into();
+    if let Some(v) = sum("waiting") {
+        status.waiting = v;
+    }
+    if let Some(v) = sum("interacting") {
+        status.interacting = v;
+    }
+    status.alerting = sum("alerting");
+    status.offered = sum("offered");
+    if let Some(v) = sum("answered") {
+        status.answered = v;
+    }
+    if let Some(v) = sum("abandoned") {
+        status.abandoned = v;
+    }
+    if let Some(v) = per_media
+        .iter()
+        .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
+        .max()
+    {
+        status.longest_waiting_ms = Some(v);
+    }
+    if let Some(v) = mean("average_wait_ms") {
+        status.average_wait_ms = Some(v);
+    }
+    status.service_level = mean("service_level");
+    for figures in per_media {
+        if let Some(users) = figures.get("on_queue_users").and_then(Value::as_object) {
+            for (qualifier, n) in users {
+                *status.on_queue_users.entry(qualifier.clone()).or_default() +=
+                    n.as_i64().unwrap_or(0);
+            }
+        }
+    }
+}

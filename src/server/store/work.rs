@@ -1,0 +1,478 @@
+//! The work queue on the `events` table: claim under a lease, complete, retry, dead-letter,
+//! release, prune.
+
+use serde_json::json;
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
+
+use super::{stats, Db};
+use crate::server::worker::interpret::Effect;
+
+/// An event claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    /// Including this claim.
+    pub attempts: i64,
+    pub received_at: i64,
+}
+
+/// What became of one claimed event.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Done(Effect),
+    Retry { at: i64, error: String },
+    Dead { error: String },
+}
+
+/// How a batch completion went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    pub done: u64,
+    pub retried: u64,
+    pub dead: u64,
+    /// Events whose lease had been lost (expired and re-claimed): nothing was applied.
+    pub lost_lease: u64,
+}
+
+impl Db {
+    /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
+    /// statement, leasing them until `now + lease_ms` under `token`.
+    #[tracing::instrument(skip_all, fields(limit))]
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        token: i64,
+    ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        let rows = sqlx::query(
+            "UPDATE events
+                SET status = 'processing', attempts = attempts + 1,
+                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
+              WHERE seq IN (SELECT seq FROM events
+                             WHERE status IN ('pending', 'processing') AND next_attempt_at <= ?3
+                             ORDER BY next_attempt_at, seq LIMIT ?4)
+          RETURNING seq, id, event_type, payload, attempts, received_at",
+        )
+        .bind(now + lease_ms)
+        .bind(token)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedEvent {
+                    seq: r.try_get("seq")?,
+                    id: r.try_get("id")?,
+                    event_type: r.try_get("event_type")?,
+                    payload: r.try_get("payload")?,
+                    attempts: r.try_get("attempts")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the outcomes of a claimed batch in one transaction: done events are marked done
+    /// together with their statistics, failures are rescheduled or dead-lettered. Only events
+    /// still held under `token` change, so an event whose lease expired and was claimed again
+    /// is applied exactly once.
+    #[tracing::instrument(skip_all, fields(events = outcomes.len()))]
+    pub async fn complete(
+        &self,
+        token: i64,
+        now: i64,
+        outcomes: &[(ClaimedEvent, Outcome)],
+    ) -> sqlx::Result<Completed> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut completed = Completed::default();
+
+        let done_seqs: Vec<i64> = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Done(_)))
+            .map(|(e, _)| e.seq)
+            .collect();
+        if !done_seqs.is_empty() {
+            let owned: Vec<i64> = sqlx::query_scalar(
+                "UPDATE events
+                    SET status = 'done', processed_at = ?1, next_attempt_at = ?1,
+                        locked_until = NULL, claim_token = NULL
+                  WHERE seq IN (SELECT value FROM json_each(?2))
+                    AND status = 'processing' AND claim_token = ?3
+              RETURNING seq",
+            )
+            .bind(now)
+            .bind(json!(done_seqs).to_string())
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?;
+            let owned: std::collections::HashSet<i64> = owned.into_iter().collect();
+            let effects = outcomes.iter().filter_map(|(e, o)| match o {
+                Outcome::Done(effect) if owned.contains(&e.seq) => Some(effect),
+                _ => None,
+            });
+            stats::apply(&mut tx, effects).await?;
+            completed.done = owned.len() as u64;
+            completed.lost_lease += (done_seqs.len() - owned.len()) as u64;
+        }
+
+        for (event, outcome) in outcomes {
+            let changed = match outcome {
+                Outcome::Done(_) => continue,
+                Outcome::Retry { at, error } => {
+                    let n = schedule_retry(&mut tx, event.seq, token, now, *at, error).await?;
+                    completed.retried += n;
+                    n
+                }
+                Outcome::Dead { error } => {
+                    let n = move_to_dead_letters(&mut tx, event.seq, token, now, error).await?;
+                    completed.dead += n;
+                    n
+                }
+            };
+            completed.lost_lease += 1 - changed.min(1);
+        }
+        tx.commit().await?;
+        Ok(completed)
+    }
+
+    /// Gives back leases still held under `token` (shutdown): the claim does not count as an
+    /// attempt.
+    pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE events
+                SET status = 'pending', next_attempt_at = ?1, attempts = max(attempts - 1, 0),
+                    locked_until = NULL, claim_token = NULL
+              WHERE status = 'processing' AND claim_token = ?2",
+        )
+        .bind(now)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
+    /// discarded dead letters received before it. Returns how many rows went.
+    pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE seq IN (
+                 SELECT seq FROM events WHERE status = 'done' AND processed_at < ?1 LIMIT ?2)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        let tombstones = sqlx::query(
+            "DELETE FROM events WHERE seq IN (
+                 SELECT seq FROM events e WHERE status = 'dead' AND received_at < ?1
+                    AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.id = e.id) LIMIT ?2)",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() + tombstones.rows_affected())
+    }
+
+    /// The earliest time any pending event is due, if any (to sleep until then).
+    pub async fn next_due_at(&self) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM events WHERE status IN ('pending', 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Events processed so far in `status`, with attempts and errors (tests and the CLI).
+    pub async fn event_state(&self, id: &str) -> sqlx::Result<Option<EventState>> {
+        let row = sqlx::query(
+            "SELECT status, attempts, next_attempt_at, errors FROM events WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(EventState {
+                status: r.try_get("status")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                errors: serde_json::from_str(r.try_get::<&str, _>("errors")?).unwrap_or_default(),
+            })
+        })
+        .transpose()
+    }
+}
+
+/// The processing state of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventState {
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub errors: Vec<serde_json::Value>,
+}
+
+async fn schedule_retry(
+    tx: &mut SqliteConnection,
+    seq: i64,
+    token: i64,
+    now: i64,
+    at: i64,
+    error: &str,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE events
+            SET status = 'pending', next_attempt_at = ?1, last_error = ?2,
+                errors = json_insert(errors, '$[#]', json_object('at', ?3, 'error', ?2)),
+                locked_until = NULL, claim_token = NULL
+          WHERE seq = ?4 AND status = 'processing' AND claim_token = ?5",
+    )
+    .bind(at)
+    .bind(error)
+    .bind(now)
+    .bind(seq)
+    .bind(token)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn move_to_dead_letters(
+    tx: &mut SqliteConnection,
+    seq: i64,
+    token: i64,
+    now: i64,
+    error: &str,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE events
+            SET status = 'dead', last_error = ?1,
+                errors = json_insert(errors, '$[#]', json_object('at', ?2, 'error', ?1)),
+                locked_until = NULL, claim_token = NULL
+          WHERE seq = ?3 AND status = 'processing' AND claim_token = ?4",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(seq)
+    .bind(token)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(0);
+    }
+    sqlx::query(
+        "INSERT INTO dead_letters (id, event_type, queue_id, payload, attempts, errors,
+                                   last_error, received_at, dead_at)
+         SELECT id, event_type,
+                coalesce(json_extract(payload, '$.data.queueId'),
+                         json_extract(payload, '$.eventBody.queueId'),
+                         json_extract(payload, '$.eventBody.group.queueId'),
+                         json_extract(payload, '$.detail.eventBody.queueId'),
+                         json_extract(payload, '$.detail.eventBody.group.queueId')),
+                payload, attempts, errors, last_error, received_at, ?1
+           FROM events WHERE seq = ?2
+         ON CONFLICT (id) DO UPDATE SET
+                attempts = excluded.attempts, errors = excluded.errors,
+                last_error = excluded.last_error, dead_at = excluded.dead_at",
+    )
+    .bind(now)
+    .bind(seq)
+    .execute(&mut *tx)
+    .await?;
+    Ok(1)
+}
+
+/// Which dead letters an admin operation applies to. Empty means all.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Exact event type / topic.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// Queue id named in the payload.
+    pub queue: Option<String>,
+    /// Text contained in any attempt's error.
+    pub error: Option<String>,
+    /// Dead-lettered at or after (epoch ms).
+    pub since: Option<i64>,
+    /// Dead-lettered before (epoch ms).
+    pub until: Option<i64>,
+}
+
+impl DeadLetterFilter {
+    fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {
+        q.push(" WHERE 1 = 1");
+        if let Some(t) = &self.event_type {
+            q.push(" AND event_type = ").push_bind(t.clone());
+        }
+        if let Some(queue) = &self.queue {
+            q.push(" AND queue_id = ").push_bind(queue.clone());
+        }
+        if let Some(text) = &self.error {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(" AND errors LIKE ")
+                .push_bind(format!("%{escaped}%"))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(since) = self.since {
+            q.push(" AND dead_at >= ").push_bind(since);
+        }
+        if let Some(until) = self.until {
+            q.push(" AND dead_at < ").push_bind(until);
+        }
+    }
+}
+
+/// One dead letter as listed.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct DeadLetter {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub queue_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: String,
+    /// Every attempt's error, oldest first: `[{"at": ms, "error": "..."}]`.
+    pub errors: serde_json::Value,
+    pub received_at: i64,
+    pub dead_at: i64,
+    /// The original body (only in single-letter reads), as text when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
+    let payload = if with_payload {
+        let bytes: Vec<u8> = row.try_get("payload")?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        None
+    };
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        event_type: row.try_get("event_type")?,
+        queue_id: row.try_get("queue_id")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        errors: serde_json::from_str(row.try_get::<&str, _>("errors")?)
+            .unwrap_or(serde_json::Value::Null),
+        received_at: row.try_get("received_at")?,
+        dead_at: row.try_get("dead_at")?,
+        payload,
+    })
+}
+
+/// A page of dead letters, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Db {
+    pub async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: i64,
+        offset: i64,
+    ) -> sqlx::Result<DeadLetterPage> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters");
+        filter.push_where(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut list = QueryBuilder::new(
+            "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at
+               FROM dead_letters",
+        );
+        filter.push_where(&mut list);
+        list.push(" ORDER BY dead_at DESC, id LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = list.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| dead_letter(r, false))
+            .collect::<sqlx::Result<_>>()?;
+        Ok(DeadLetterPage {
+            items,
+            total,
+            limit,
+            offset,
+        })
+    }
+
+    pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
+        let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| dead_letter(&r, true)).transpose()
+    }
+
+    /// Puts the selected dead letters back as pending with attempts reset, in one transaction.
+    pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut ids = QueryBuilder::new("SELECT id FROM dead_letters");
+        selection.push_where(&mut ids);
+        let ids: Vec<String> = ids.build_query_scalar().fetch_all(&mut *tx).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids_json = json!(ids).to_string();
+        sqlx::query(
+            "UPDATE events
+                SET status = 'pending', attempts = 0, next_attempt_at = ?1, errors = '[]',
+                    last_error = NULL, locked_until = NULL, claim_token = NULL
+              WHERE id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(now)
+        .bind(&ids_json)
+        .execute(&mut *tx)
+        .await?;
+        let removed =
+            sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(&ids_json)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(removed.rows_affected())
+    }
+
+    /// Deletes the selected dead letters for good. Their event rows stay as tombstones until
+    /// retention, so a redelivery is still recognised as a duplicate.
+    pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
+        let mut delete = QueryBuilder::new("DELETE FROM dead_letters");
+        selection.push_where(&mut delete);
+        let done = delete.build().execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Dead letters chosen by id or by filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Ids(Vec<String>),
+    Filter(DeadLetterFilter),
+}
+
+impl Selection {
+    fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {
+        match self {
+            Selection::Ids(ids) => {
+                q.push(" WHERE id IN (SELECT value FROM json_each(")
+                    .push_bind(json!(ids).to_string())
+                    .push("))");
+            }
+            Selection::Filter(filter) => filter.push_where(q),
+        }
+    }
+}

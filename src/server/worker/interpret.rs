@@ -1,0 +1,458 @@
+//! Turning a stored event into its effect on the queue statistics.
+//!
+//! Interpretation is a pure function of the payload, so processing an event twice, replaying it
+//! or rebuilding all statistics from the stored events gives the same effect.
+
+use serde::Deserialize;
+use serde_json::{value::RawValue, Map, Value};
+
+use crate::server::ingest::envelope::{self, EnvelopeKind};
+
+/// Why an event could not be processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// Worth retrying: a timeout, an unavailable downstream, a busy database.
+    #[error("{0}")]
+    Transient(String),
+    /// Will never succeed: goes to the dead letters at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+fn permanent(message: impl Into<String>) -> ProcessError {
+    ProcessError::Permanent(message.into())
+}
+
+/// What one event changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A kind on the ignore list: marked done, no statistics.
+    Ignored,
+    Conversation(ConversationUpdate),
+    Observation(ObservationUpdate),
+}
+
+/// One conversation's move in a queue; every time is epoch milliseconds and only ever lowers
+/// the stored value (earliest wins), which makes updates order-independent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationUpdate {
+    pub queue_id: String,
+    pub conversation_id: String,
+    pub queue_name: Option<String>,
+    pub media_type: Option<String>,
+    pub queued_at: Option<i64>,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+/// A queue observation: instantaneous figures and interval aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservationUpdate {
+    pub queue_id: String,
+    pub media_type: String,
+    pub observed_at: i64,
+    /// Only the metrics present in the event, keyed as in [`crate::model::QueueStatus`].
+    pub figures: Map<String, Value>,
+}
+
+/// Event types to mark done without interpreting (`GC_STATUS_IGNORE_TOPICS`): exact names, or
+/// prefixes ending in `*`.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreList(Vec<String>);
+
+impl IgnoreList {
+    pub fn new(patterns: impl IntoIterator<Item = String>) -> Self {
+        IgnoreList(
+            patterns
+                .into_iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.0.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => p == event_type,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct SimpleEvent {
+    event: String,
+    timestamp: String,
+    data: SimpleData,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SimpleData {
+    state: Option<String>,
+    queue_id: Option<String>,
+    conversation_id: Option<String>,
+    queue_name: Option<String>,
+    media_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Notification<'a> {
+    #[serde(rename = "topicName")]
+    topic_name: String,
+    #[serde(borrow, rename = "eventBody")]
+    event_body: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EventBridge<'a> {
+    #[serde(borrow)]
+    detail: Notification<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcdEvent {
+    event_time: Option<i64>,
+    conversation_id: Option<String>,
+    queue_id: Option<String>,
+    media_type: Option<String>,
+    acd_outcome: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ObservationBody {
+    #[serde(default)]
+    group: ObservationGroup,
+    #[serde(default)]
+    data: Vec<ObservationInterval>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ObservationGroup {
+    queue_id: Option<String>,
+    media_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ObservationInterval {
+    interval: Option<String>,
+    #[serde(default)]
+    metrics: Vec<ObservationMetric>,
+}
+
+#[derive(Deserialize)]
+struct ObservationMetric {
+    metric: String,
+    qualifier: Option<String>,
+    #[serde(default)]
+    stats: Stats,
+}
+
+#[derive(Deserialize, Default)]
+struct Stats {
+    count: Option<f64>,
+    sum: Option<f64>,
+    max: Option<f64>,
+    ratio: Option<f64>,
+}
+
+/// Interprets one stored event. `received_at` stands in for an event time the payload lacks.
+pub fn interpret(
+    event_type: &str,
+    payload: &[u8],
+    received_at: i64,
+    ignore: &IgnoreList,
+) -> Result<Effect, ProcessError> {
+    if ignore.matches(event_type) {
+        return Ok(Effect::Ignored);
+    }
+    let kind = envelope::parse(payload)
+        .map_err(|e| permanent(format!("payload no longer valid: {e}")))?
+        .kind;
+    let bad = |e: serde_json::Error| permanent(format!("unexpected payload shape: {e}"));
+    match kind {
+        EnvelopeKind::Simple => simple(serde_json::from_slice(payload).map_err(bad)?),
+        EnvelopeKind::Notification => {
+            notification(serde_json::from_slice(payload).map_err(bad)?, received_at)
+        }
+        EnvelopeKind::EventBridge => {
+            let eb: EventBridge = serde_json::from_slice(payload).map_err(bad)?;
+            notification(eb.detail, received_at)
+        }
+    }
+}
+
+fn simple(event: SimpleEvent) -> Result<Effect, ProcessError> {
+    if event.event != "conversation:updated" {
+        return Err(permanent(format!(
+            "no interpretation for event `{}` (add it to GC_STATUS_IGNORE_TOPICS to skip it)",
+            event.event
+        )));
+    }
+    let at = event
+        .timestamp
+        .parse::<jiff::Timestamp>()
+        .map_err(|_| permanent("`timestamp` is not an RFC 3339 date-time"))?
+        .as_millisecond();
+    let data = event.data;
+    let queue_id = data
+        .queue_id
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| permanent("conversation:updated without `data.queueId`"))?;
+    let conversation_id = data
+        .conversation_id
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| permanent("conversation:updated without `data.conversationId`"))?;
+    let state = data.state.unwrap_or_default().to_ascii_lowercase();
+    let mut update = ConversationUpdate {
+        queue_id,
+        conversation_id,
+        queue_name: data.queue_name.filter(|n| !n.trim().is_empty()),
+        media_type: data.media_type,
+        ..ConversationUpdate::default()
+    };
+    match state.as_str() {
+        "queued" | "alerting" | "offering" => update.queued_at = Some(at),
+        "connected" => update.answered_at = Some(at),
+        "disconnected" | "terminated" => update.ended_at = Some(at),
+        other => {
+            return Err(permanent(format!(
+                "conversation:updated with unknown state `{other}` (expected queued, alerting, \
+                 connected, disconnected or terminated)"
+            )))
+        }
+    }
+    Ok(Effect::Conversation(update))
+}
+
+fn notification(n: Notification, received_at: i64) -> Result<Effect, ProcessError> {
+    let topic = n.topic_name.as_str();
+    let bad = |e: serde_json::Error| permanent(format!("unexpected eventBody for {topic}: {e}"));
+    if let Some(rest) = topic.strip_prefix("v2.detail.events.conversation.") {
+        let phase = if rest.ends_with(".acd.start") {
+            AcdPhase::Start
+        } else if rest.ends_with(".acd.end") {
+            AcdPhase::End
+        } else {
+            return Err(unknown_topic(topic));
+        };
+        let body: AcdEvent = serde_json::from_str(n.event_body.get()).map_err(bad)?;
+        return acd(body, phase, topic);
+    }
+    if let Some(rest) = topic.strip_prefix("v2.analytics.queues.") {
+        if let Some(queue_from_topic) = rest.strip_suffix(".observations") {
+            let body: ObservationBody = serde_json::from_str(n.event_body.get()).map_err(bad)?;
+            return observation(body, queue_from_topic, received_at);
+        }
+    }
+    Err(unknown_topic(topic))
+}
+
+fn unknown_topic(topic: &str) -> ProcessError {
+    permanent(format!(
+        "no interpretation for topic `{topic}` (add it to GC_STATUS_IGNORE_TOPICS to skip it)"
+    ))
+}
+
+enum AcdPhase {
+    Start,
+    End,
+}
+
+fn acd(body: AcdEvent, phase: AcdPhase, topic: &str) -> Result<Effect, ProcessError> {
+    let missing = |field: &str| permanent(format!("{topic} without `eventBody.{field}`"));
+    let at = body.event_time.ok_or_else(|| missing("eventTime"))?;
+    let mut update = ConversationUpdate {
+        queue_id: body
+            .queue_id
+            .filter(|q| !q.is_empty())
+            .ok_or_else(|| missing("queueId"))?,
+        conversation_id: body
+            .conversation_id
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| missing("conversationId"))?,
+        media_type: body.media_type,
+        ..ConversationUpdate::default()
+    };
+    match phase {
+        AcdPhase::Start => update.queued_at = Some(at),
+        AcdPhase::End => {
+            let outcome = body
+                .acd_outcome
+                .map(|o| o.to_ascii_uppercase())
+                .ok_or_else(|| missing("acdOutcome"))?;
+            if outcome == "ANSWERED" {
+                update.answered_at = Some(at);
+            }
+            update.ended_at = Some(at);
+            update.outcome = Some(outcome);
+        }
+    }
+    Ok(Effect::Conversation(update))
+}
+
+fn observation(
+    body: ObservationBody,
+    queue_from_topic: &str,
+    received_at: i64,
+) -> Result<Effect, ProcessError> {
+    let queue_id = body
+        .group
+        .queue_id
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| queue_from_topic.to_owned());
+    if queue_id.is_empty() || queue_id.contains('{') {
+        return Err(permanent("queue observation without a queue id"));
+    }
+    let mut figures = Map::new();
+    let mut observed_at: Option<i64> = None;
+    let mut on_queue = Map::new();
+    let mut wait_sum = 0.0;
+    let mut wait_count = 0.0;
+    for interval in body.data {
+        if let Some(start) = interval
+            .interval
+            .as_deref()
+            .and_then(|i| i.split('/').next())
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        {
+            observed_at = Some(observed_at.unwrap_or(i64::MIN).max(start.as_millisecond()));
+        }
+        for m in interval.metrics {
+            let s = &m.stats;
+            let count = s.count.map(|c| c.round() as i64);
+            let key = match m.metric.as_str() {
+                "oWaiting" => "waiting",
+                "oInteracting" => "interacting",
+                "oAlerting" => "alerting",
+                "nOffered" => "offered",
+                "tAnswered" => "answered",
+                "tAbandon" => "abandoned",
+                "oLongestWaiting" => {
+                    if let Some(ms) = s.max.or(s.sum).or(s.count) {
+                        figures.insert("longest_waiting_ms".into(), Value::from(ms.round() as i64));
+                    }
+                    continue;
+                }
+                "oOnQueueUsers" => {
+                    let qualifier = m.qualifier.unwrap_or_else(|| "TOTAL".into());
+                    on_queue.insert(
+                        qualifier.to_ascii_uppercase(),
+                        Value::from(count.unwrap_or(0)),
+                    );
+                    continue;
+                }
+                "tWait" => {
+                    wait_sum += s.sum.unwrap_or(0.0);
+                    wait_count += s.count.unwrap_or(0.0);
+                    continue;
+                }
+                "oServiceLevel" => {
+                    if let Some(ratio) = s.ratio {
+                        figures.insert("service_level".into(), Value::from(ratio));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(count) = count {
+                figures.insert(key.into(), Value::from(count));
+            }
+        }
+    }
+    if !on_queue.is_empty() {
+        figures.insert("on_queue_users".into(), Value::Object(on_queue));
+    }
+    if wait_count > 0.0 {
+        figures.insert("average_wait_ms".into(), Value::from(wait_sum / wait_count));
+    }
+    if figures.is_empty() {
+        return Err(permanent(
+            "queue observation carries none of the metrics gc-status shows",
+        ));
+    }
+    Ok(Effect::Observation(ObservationUpdate {
+        queue_id,
+        media_type: body.group.media_type.unwrap_or_default(),
+        observed_at: observed_at.unwrap_or(received_at),
+        figures,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(payload: &str) -> Result<Effect, ProcessError> {
+        let event_type = envelope::parse(payload.as_bytes())
+            .expect("valid envelope")
+            .event_type;
+        interpret(&event_type, payload.as_bytes(), 7, &IgnoreList::default())
+    }
+
+    #[test]
+    fn simple_states_map_to_queue_times() {
+        let e = run(
+            r#"{"event":"conversation:updated","timestamp":"1970-01-01T00:00:01Z","data":{"state":"connected","queueId":"q","conversationId":"c","queueName":"Sales"}}"#,
+        );
+        let Ok(Effect::Conversation(u)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(u.answered_at, Some(1000));
+        assert_eq!(u.queue_name.as_deref(), Some("Sales"));
+        let unknown = run(
+            r#"{"event":"conversation:updated","timestamp":"1970-01-01T00:00:01Z","data":{"state":"parked","queueId":"q","conversationId":"c"}}"#,
+        );
+        assert!(matches!(unknown, Err(ProcessError::Permanent(m)) if m.contains("parked")));
+    }
+
+    #[test]
+    fn acd_end_in_eventbridge_envelope_is_read() {
+        let e = run(
+            r#"{"version":"0","id":"x","detail-type":"t","source":"aws.partner/genesys.com/a","time":"","detail":{"topicName":"v2.detail.events.conversation.c1.acd.end","eventBody":{"eventTime":5000,"conversationId":"c1","queueId":"q1","mediaType":"VOICE","acdOutcome":"ABANDON"}}}"#,
+        );
+        let Ok(Effect::Conversation(u)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((u.ended_at, u.answered_at), (Some(5000), None));
+        assert_eq!(u.outcome.as_deref(), Some("ABANDON"));
+    }
+
+    #[test]
+    fn observation_metrics_are_extracted() {
+        let e = run(
+            r#"{"topicName":"v2.analytics.queues.q9.observations","eventBody":{"group":{"queueId":"q9","mediaType":"voice"},"data":[{"interval":"2026-11-29T10:00:00Z/2026-11-29T10:00:01Z","metrics":[{"metric":"oWaiting","stats":{"count":4}},{"metric":"oOnQueueUsers","qualifier":"IDLE","stats":{"count":2}},{"metric":"tWait","stats":{"count":2,"sum":3000,"max":2000}},{"metric":"oServiceLevel","stats":{"ratio":0.75,"numerator":3,"denominator":4,"target":0.8}}]}]}}"#,
+        );
+        let Ok(Effect::Observation(o)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(o.queue_id, "q9");
+        assert_eq!(o.figures["waiting"], 4);
+        assert_eq!(o.figures["on_queue_users"]["IDLE"], 2);
+        assert_eq!(o.figures["average_wait_ms"], 1500.0);
+        assert_eq!(o.figures["service_level"], 0.75);
+        assert_eq!(
+            o.observed_at,
+            "2026-11-29T10:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .expect("ts")
+                .as_millisecond()
+        );
+    }
+
+    #[test]
+    fn unknown_topics_are_permanent_unless_ignored() {
+        let body = r#"{"topicName":"v2.users.u1.presence","eventBody":{}}"#;
+        assert!(
+            matches!(run(body), Err(ProcessError::Permanent(m)) if m.contains("v2.users.u1.presence"))
+        );
+        let ignore = IgnoreList::new(["v2.users.*".to_owned()]);
+        assert_eq!(
+            interpret("v2.users.u1.presence", body.as_bytes(), 0, &ignore),
+            Ok(Effect::Ignored)
+        );
+    }
+}

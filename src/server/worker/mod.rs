@@ -1,0 +1,292 @@
+//! Background processing: claim due events under a lease → interpret → complete (done with its
+//! statistics, retry with backoff, or dead letter) in one transaction.
+//!
+//! A crash at any point loses nothing: an unfinished claim's lease expires and the event is
+//! claimed again (the crash counts as an attempt, so an event that kills the process ends in
+//! the dead letters instead of looping). Statistics merges are idempotent, so an event applied
+//! twice still counts once.
+
+pub mod interpret;
+pub mod retry;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    interpret::{Effect, IgnoreList, ProcessError},
+    retry::Backoff,
+};
+use super::{
+    config::WorkerConfig,
+    rates::RateMeter,
+    store::{
+        work::{ClaimedEvent, Completed, Outcome},
+        Db,
+    },
+};
+
+/// Turns one claimed event into its effect. Errors say whether a retry can help.
+pub trait Processor: Send + Sync + 'static {
+    fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError>;
+}
+
+/// The production processor: queue statistics from the event's payload.
+pub struct StatsProcessor {
+    pub ignore: IgnoreList,
+}
+
+impl Processor for StatsProcessor {
+    fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
+        interpret::interpret(
+            &event.event_type,
+            &event.payload,
+            event.received_at,
+            &self.ignore,
+        )
+    }
+}
+
+/// Worker settings, resolved from [`WorkerConfig`].
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub workers: usize,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub lease: Duration,
+    pub batch: usize,
+    pub retention: Duration,
+    /// How often an idle worker looks for due retries.
+    pub poll: Duration,
+    /// How long shutdown waits for an in-flight batch before releasing its leases.
+    pub grace: Duration,
+}
+
+impl WorkerSettings {
+    pub fn from_config(c: &WorkerConfig) -> Self {
+        WorkerSettings {
+            workers: c.workers,
+            max_attempts: c.max_attempts.max(1),
+            backoff: Backoff {
+                base: Duration::from_millis(c.retry_base_ms),
+                cap: Duration::from_millis(c.retry_cap_ms.max(c.retry_base_ms)),
+            },
+            lease: Duration::from_secs(c.lease_secs.max(1)),
+            batch: c.worker_batch.clamp(1, 5000),
+            retention: Duration::from_secs(c.retention_days * 24 * 3600),
+            poll: Duration::from_millis(250),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A handle that runs batches; cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    db: Db,
+    processor: Arc<dyn Processor>,
+    settings: Arc<WorkerSettings>,
+    processed: Arc<RateMeter>,
+}
+
+impl Worker {
+    pub fn new(
+        db: Db,
+        processor: Arc<dyn Processor>,
+        settings: WorkerSettings,
+        processed: Arc<RateMeter>,
+    ) -> Self {
+        Worker {
+            db,
+            processor,
+            settings: Arc::new(settings),
+            processed,
+        }
+    }
+
+    /// Decides what happens to a claimed event given the processor's verdict.
+    fn outcome(&self, event: &ClaimedEvent, now: i64) -> Outcome {
+        match self.processor.process(event) {
+            Ok(effect) => Outcome::Done(effect),
+            Err(ProcessError::Permanent(error)) => Outcome::Dead { error },
+            Err(ProcessError::Transient(error))
+                if event.attempts >= i64::from(self.settings.max_attempts) =>
+            {
+                Outcome::Dead {
+                    error: format!("gave up after {} attempts: {error}", event.attempts),
+                }
+            }
+            Err(ProcessError::Transient(error)) => {
+                let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
+                let delay = self.settings.backoff.jittered(attempt);
+                Outcome::Retry {
+                    at: now + delay.as_millis() as i64,
+                    error,
+                }
+            }
+        }
+    }
+
+    /// Claims one batch due at `now` under `token`, processes it and records the outcomes.
+    /// Returns how many events were claimed (0: nothing due).
+    pub async fn run_batch(&self, token: i64, now: i64) -> anyhow::Result<usize> {
+        let lease_ms = self.settings.lease.as_millis() as i64;
+        let claimed = self
+            .db
+            .claim_due(now, lease_ms, self.settings.batch as i64, token)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let outcomes: Vec<(ClaimedEvent, Outcome)> = claimed
+            .into_iter()
+            .map(|event| {
+                let outcome = self.outcome(&event, now);
+                (event, outcome)
+            })
+            .collect();
+        let completed = self.db.complete(token, now, &outcomes).await?;
+        self.record(&completed, &outcomes, now);
+        Ok(outcomes.len())
+    }
+
+    fn record(&self, c: &Completed, outcomes: &[(ClaimedEvent, Outcome)], now: i64) {
+        metrics::counter!("gc_status_events_processed_total").increment(c.done);
+        metrics::counter!("gc_status_events_retried_total").increment(c.retried);
+        metrics::counter!("gc_status_events_dead_lettered_total").increment(c.dead);
+        self.processed.record(c.done + c.dead);
+        let latency = metrics::histogram!("gc_status_processing_latency_seconds");
+        for (event, outcome) in outcomes {
+            if matches!(outcome, Outcome::Done(_)) {
+                latency.record((now - event.received_at).max(0) as f64 / 1000.0);
+            }
+        }
+        if c.lost_lease > 0 {
+            tracing::warn!(
+                events = c.lost_lease,
+                "lease expired before completion; another claim owns these events"
+            );
+        }
+    }
+
+    /// Runs batches at `now` until nothing is due (tests and tools).
+    pub async fn run_until_idle_at(&self, now: i64) -> anyhow::Result<usize> {
+        let token = new_token();
+        let mut total = 0;
+        loop {
+            let n = self.run_batch(token, now).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Starts the worker tasks and the pruner. They stop when `shutdown` is cancelled:
+    /// no new claims, in-flight batches get a grace period, unfinished leases are released.
+    pub fn spawn(self, wake: Arc<Notify>, shutdown: CancellationToken) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        for _ in 0..self.settings.workers {
+            tasks.spawn(self.clone().work(wake.clone(), shutdown.clone()));
+        }
+        if self.settings.workers > 0 {
+            tasks.spawn(self.prune_periodically(shutdown));
+        }
+        tasks
+    }
+
+    async fn work(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let token = new_token();
+        while !shutdown.is_cancelled() {
+            let batch = self.run_batch(token, now_ms());
+            let result = tokio::select! {
+                result = batch => result,
+                () = grace_after(&shutdown, self.settings.grace) => {
+                    break;
+                }
+            };
+            match result {
+                Ok(0) => {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(self.settings.poll) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!("processing batch failed, retrying shortly: {err:#}");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        match self.db.release(token, now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "released unfinished leases"),
+            Err(err) => tracing::warn!(error = %err, "could not release leases; they expire"),
+        }
+    }
+
+    async fn prune_periodically(self, shutdown: CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(60);
+        const CHUNK: i64 = 1000;
+        // Conversations stay two days so "today" is complete in any time zone.
+        const CONVERSATION_KEEP_MS: i64 = 48 * 3600 * 1000;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = now_ms();
+            let cutoff = now - self.settings.retention.as_millis() as i64;
+            // Small batches keep each write transaction short next to ingestion.
+            while !shutdown.is_cancelled() {
+                match self.db.prune(cutoff, CHUNK).await {
+                    Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned old events"),
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "pruning failed");
+                        break;
+                    }
+                }
+            }
+            if let Err(err) = self
+                .db
+                .prune_conversations(now - CONVERSATION_KEEP_MS, 100_000)
+                .await
+            {
+                tracing::warn!(error = %err, "pruning conversations failed");
+            }
+        }
+    }
+}
+
+/// Resolves `grace` after `shutdown` is cancelled.
+async fn grace_after(shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
+}
+
+/// A claim token: identifies the leases of one worker task.
+fn new_token() -> i64 {
+    rand::random::<i64>() & i64::MAX
+}
+
+/// Recomputes all statistics from the done events with the production interpretation.
+pub async fn rebuild_stats(db: &Db, ignore: &IgnoreList) -> anyhow::Result<u64> {
+    let applied = db
+        .rebuild_stats(|event_type, payload, received_at| {
+            interpret::interpret(event_type, payload, received_at, ignore).ok()
+        })
+        .await?;
+    Ok(applied)
+}
