@@ -136,3 +136,237 @@ async fn sigterm_finishes_cleanly_with_exit_code_zero() {
     assert!(exit.success(), "exit {exit:?}; log:\n{log}");
     assert_eq!(stored_ids(dir.path()).await.len(), 20);
 }
+
+/// Every row of the statistics tables, in a stable order, as text.
+async fn statistics(dir: &std::path::Path) -> Vec<String> {
+    let mut conn = sqlx::SqliteConnection::connect(&database_url(dir))
+        .await
+        .expect("open the database");
+    let mut rows: Vec<String> = sqlx::query(
+        "SELECT queue_id || '|' || conversation_id || '|' || coalesce(queued_at, '') || '|' ||
+                coalesce(answered_at, '') || '|' || coalesce(ended_at, '') || '|' ||
+                coalesce(outcome, '') AS line
+           FROM conversations ORDER BY queue_id, conversation_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("read conversations")
+    .iter()
+    .map(|row| row.get::<String, _>("line"))
+    .collect();
+    let names: Vec<String> =
+        sqlx::query("SELECT queue_id || '=' || name AS line FROM queue_names ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .expect("read names")
+            .iter()
+            .map(|row| row.get::<String, _>("line"))
+            .collect();
+    rows.extend(names);
+    rows
+}
+
+async fn statuses(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let mut conn = sqlx::SqliteConnection::connect(&database_url(dir))
+        .await
+        .expect("open the database");
+    sqlx::query("SELECT id, status FROM events")
+        .fetch_all(&mut conn)
+        .await
+        .expect("read statuses")
+        .iter()
+        .map(|row| (row.get::<String, _>("id"), row.get::<String, _>("status")))
+        .collect()
+}
+
+fn run_cli(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gc-status"))
+        .env_clear()
+        .env("GC_STATUS_DATABASE_URL", database_url(dir))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("CLI finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn sigkill_during_processing_loses_nothing_and_statistics_equal_a_rebuild() {
+    let dir = temp_dir();
+    let env = [
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_WORKERS", "2"),
+        ("GC_STATUS_WORKER_BATCH", "50"),
+        ("GC_STATUS_LEASE_SECS", "1"),
+    ];
+    let mut server = start_binary(dir.path(), &env).await;
+    let client = reqwest::Client::new();
+    let addr = server.addr;
+    let mut senders = tokio::task::JoinSet::new();
+    for task in 0..6 {
+        let client = client.clone();
+        senders.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let base = gc_status::server::worker::now_ms() - 60_000;
+            for i in 0.. {
+                let id = format!("w-{task}-{i}");
+                let state = ["queued", "connected", "disconnected"][i % 3];
+                // Every fifth event is of a kind that ends in the dead letters.
+                let body = if i % 5 == 4 {
+                    format!(r#"{{"event":"agent:unknown","id":"{id}","timestamp":"2026-11-29T10:00:00Z","data":{{}}}}"#)
+                } else {
+                    conversation_event(&id, &format!("q{}", i % 4), &format!("c-{task}-{}", i / 3), state, base + i as i64)
+                };
+                let sent = client
+                    .post(format!("http://{addr}{WEBHOOK_PATH}"))
+                    .header("content-type", "application/json")
+                    .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(202) => acknowledged.push(id),
+                    _ => break,
+                }
+            }
+            acknowledged
+        });
+    }
+    // Kill once events are both arriving and being processed.
+    loop {
+        let s = statuses(dir.path()).await;
+        let done = s.values().filter(|v| *v == "done").count();
+        if s.len() >= 1500 && done >= 300 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.child.kill().expect("SIGKILL the server");
+    server.child.wait().expect("reap the server");
+    let mut acknowledged = Vec::new();
+    while let Some(ids) = senders.join_next().await {
+        acknowledged.extend(ids.expect("sender task"));
+    }
+
+    let mut restarted = start_binary(dir.path(), &env).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let settled = loop {
+        let s = statuses(dir.path()).await;
+        if s.values().all(|v| v == "done" || v == "dead") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events still unprocessed after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !settled.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost",
+        missing.len()
+    );
+    let dead = settled.values().filter(|v| *v == "dead").count();
+    assert!(dead > 0 && dead < settled.len());
+
+    Command::new("kill")
+        .args(["-TERM", &restarted.child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(restarted.child.wait().expect("exits").success());
+
+    let live = statistics(dir.path()).await;
+    assert!(!live.is_empty());
+    let (ok, output) = run_cli(dir.path(), &["rebuild-stats"], "");
+    assert!(ok, "{output}");
+    assert!(output.contains("rebuilt queue statistics"), "{output}");
+    assert_eq!(
+        statistics(dir.path()).await,
+        live,
+        "statistics differ from a rebuild"
+    );
+}
+
+#[tokio::test]
+async fn dlq_cli_lists_replays_and_discards_with_confirmation() {
+    let dir = temp_dir();
+    let env = [
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_WORKERS", "1"),
+    ];
+    let mut server = start_binary(dir.path(), &env).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let body =
+            format!(r#"{{"topicName":"v2.cli.topic{i}","eventBody":{{"queueId":"cli-q"}}}}"#);
+        let status = client
+            .post(format!("http://{}{WEBHOOK_PATH}", server.addr))
+            .header("content-type", "application/json")
+            .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("answered")
+            .status();
+        assert_eq!(status, 202);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while statuses(dir.path())
+        .await
+        .values()
+        .filter(|v| *v == "dead")
+        .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events were not dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.child.kill().expect("stop the server");
+    server.child.wait().expect("reap");
+
+    let (ok, list) = run_cli(dir.path(), &["dlq", "list", "--queue", "cli-q"], "");
+    assert!(ok, "{list}");
+    assert!(list.starts_with("3 dead letter(s) match"), "{list}");
+    assert!(list.contains("v2.cli.topic1"), "{list}");
+
+    let (ok, replay) = run_cli(
+        dir.path(),
+        &["dlq", "replay", "--all", "--type", "v2.cli.topic0"],
+        "",
+    );
+    assert!(ok, "{replay}");
+    assert!(replay.contains("replayed 1"), "{replay}");
+
+    let (ok, declined) = run_cli(dir.path(), &["dlq", "discard", "--all"], "n\n");
+    assert!(ok, "{declined}");
+    assert!(declined.contains("nothing discarded"), "{declined}");
+    let (ok, accepted) = run_cli(dir.path(), &["dlq", "discard", "--all"], "y\n");
+    assert!(ok, "{accepted}");
+    assert!(accepted.contains("discarded 2"), "{accepted}");
+    let (ok, empty) = run_cli(dir.path(), &["dlq", "list"], "");
+    assert!(ok && empty.starts_with("0 dead letter(s)"), "{empty}");
+    let (ok, usage) = run_cli(dir.path(), &["dlq", "replay"], "");
+    assert!(!ok && usage.contains("--all"), "{usage}");
+}

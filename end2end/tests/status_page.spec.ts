@@ -26,20 +26,21 @@ test("show_counts: the page hydrates and shows stored events by status", async (
   expect(errors).toEqual([]);
 });
 
-test("receive_webhook: a signed delivery appears on the open page without a reload", async ({
+test("receive_webhook: a signed delivery is stored, processed and shown on the open page without a reload", async ({
   page,
   request,
 }) => {
   const errors = collectConsoleErrors(page);
   await page.goto("/");
   await expect(page.locator('[data-hydrated="true"]')).toBeVisible();
-  const before = await countOf(page, "pending");
+  const before = await countOf(page, "total");
+  const queueId = `q-e2e-${randomUUID()}`;
 
   const body = JSON.stringify({
     event: "conversation:updated",
     id: `e2e-${randomUUID()}`,
     timestamp: new Date().toISOString(),
-    data: { state: "queued", queueId: "q-e2e", conversationId: randomUUID() },
+    data: { state: "queued", queueId, queueName: "E2E queue", conversationId: randomUUID() },
   });
   const signature = createHmac("sha256", E2E_SECRET).update(body).digest("hex");
   const response = await request.post("/api/v2/webhooks/gc-status", {
@@ -49,8 +50,11 @@ test("receive_webhook: a signed delivery appears on the open page without a relo
   expect(response.status()).toBe(202);
   expect((await response.json()).duplicate).toBe(false);
 
-  await expect(page.getByTestId("count-pending")).toHaveText(String(before + 1));
   await expect(page.getByTestId("count-total")).toHaveText(String(before + 1));
+  // The background worker processes it: the queue shows one conversation waiting.
+  const row = page.locator(`tr[data-queue="${queueId}"]`);
+  await expect(row).toContainText("E2E queue");
+  await expect(row.getByTestId("queue-waiting")).toHaveText("1");
   expect(errors).toEqual([]);
 });
 
