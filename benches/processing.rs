@@ -76,6 +76,7 @@ async fn load(url: &str, events: usize) -> store::Db {
         8192,
         4096,
         Duration::from_secs(30),
+        db.write_gate(),
         Arc::new(Notify::new()),
         Arc::new(RateMeter::default()),
     );

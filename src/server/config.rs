@@ -135,7 +135,7 @@ pub struct WorkerConfig {
     pub lease_secs: u64,
 
     /// Events claimed per batch.
-    #[arg(long, env = "GC_STATUS_WORKER_BATCH", default_value_t = 500)]
+    #[arg(long, env = "GC_STATUS_WORKER_BATCH", default_value_t = 200)]
     pub worker_batch: usize,
 
     /// Age after which done events are pruned (days).

@@ -67,6 +67,7 @@ impl Application {
             config.ingest_queue,
             config.max_batch,
             config.store_timeout(),
+            db.write_gate(),
             wake_workers.clone(),
             ingested.clone(),
         );
@@ -161,6 +162,7 @@ impl Application {
             shutdown: stop,
         } = self;
         let mut workers: JoinSet<()> = worker.spawn(wake_workers, stop.clone());
+        workers.spawn(checkpoint_periodically(db.clone(), stop.clone()));
         let stop_on_signal = stop.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -206,6 +208,21 @@ fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(http::log_request))
         .with_state(state)
+}
+
+/// Keeps the WAL short. Connections never checkpoint on commit (see `store::open`), so this
+/// is the one place it happens, off every request's path.
+async fn checkpoint_periodically(db: Db, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(err) = db.checkpoint().await {
+            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

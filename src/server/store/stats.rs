@@ -228,6 +228,7 @@ impl Db {
         &self,
         interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
     ) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for reset in [
             "DELETE FROM conversations",
@@ -265,6 +266,7 @@ impl Db {
 
     /// Forgets conversations that ended before `cutoff` (they no longer count for "today").
     pub async fn prune_conversations(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let done = sqlx::query(
             "DELETE FROM conversations WHERE (queue_id, conversation_id) IN (
                  SELECT queue_id, conversation_id FROM conversations

@@ -48,6 +48,7 @@ impl Db {
         limit: i64,
         token: i64,
     ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        let _writing = self.write_gate.enter().await;
         let rows = sqlx::query(
             "UPDATE events
                 SET status = 'processing', attempts = attempts + 1,
@@ -88,6 +89,7 @@ impl Db {
         now: i64,
         outcomes: &[(ClaimedEvent, Outcome)],
     ) -> sqlx::Result<Completed> {
+        let _writing = self.write_gate.enter().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut completed = Completed::default();
 
@@ -143,6 +145,7 @@ impl Db {
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
     /// attempt.
     pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let done = sqlx::query(
             "UPDATE events
                 SET status = 'pending', next_attempt_at = ?1, attempts = max(attempts - 1, 0),
@@ -159,6 +162,7 @@ impl Db {
     /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
     /// discarded dead letters received before it. Returns how many rows went.
     pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (
                  SELECT seq FROM events WHERE status = 'done' AND processed_at < ?1 LIMIT ?2)",
@@ -420,6 +424,7 @@ impl Db {
 
     /// Puts the selected dead letters back as pending with attempts reset, in one transaction.
     pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut ids = QueryBuilder::new("SELECT id FROM dead_letters");
         selection.push_where(&mut ids);
@@ -450,6 +455,7 @@ impl Db {
     /// Deletes the selected dead letters for good. Their event rows stay as tombstones until
     /// retention, so a redelivery is still recognised as a duplicate.
     pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
+        let _writing = self.write_gate.enter().await;
         let mut delete = QueryBuilder::new("DELETE FROM dead_letters");
         selection.push_where(&mut delete);
         let done = delete.build().execute(&self.pool).await?;

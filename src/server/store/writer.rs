@@ -19,6 +19,7 @@ use tokio::{
     task::JoinHandle,
 };
 
+use super::WriteGate;
 use crate::server::rates::RateMeter;
 
 /// One webhook to store.
@@ -67,18 +68,19 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 impl IngestWriter {
     /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
-    /// After each commit, `committed` is notified (workers wake) and `ingested` counts the
+    /// Every transaction enters `gate` first. After each commit, `committed` is notified (workers wake) and `ingested` counts the
     /// new rows.
     pub fn spawn(
         conn: SqliteConnection,
         queue_capacity: usize,
         max_batch: usize,
         timeout: Duration,
+        gate: WriteGate,
         committed: Arc<Notify>,
         ingested: Arc<RateMeter>,
     ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(queue_capacity.max(1));
-        let task = tokio::spawn(run(conn, rx, max_batch.max(1), committed, ingested));
+        let task = tokio::spawn(run(conn, rx, max_batch.max(1), gate, committed, ingested));
         (IngestWriter { queue, timeout }, task)
     }
 
@@ -101,6 +103,7 @@ async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<(NewEvent, Reply)>,
     max_batch: usize,
+    gate: WriteGate,
     committed: Arc<Notify>,
     ingested: Arc<RateMeter>,
 ) {
@@ -118,13 +121,16 @@ async fn run(
             }
         }
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
-        let outcome = insert_batch(&mut conn, &events).await;
+        let outcome = {
+            let _writing = gate.enter().await;
+            insert_batch(&mut conn, &events).await
+        };
         match outcome {
             Ok(stored) => {
                 let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
                 if new > 0 {
                     ingested.record(new);
-                    committed.notify_waiters();
+                    committed.notify_one();
                 }
                 for (reply, result) in replies.into_iter().zip(stored) {
                     // The requester may have timed out; its sender will retry and dedupe.

@@ -75,7 +75,7 @@ impl WorkerSettings {
             lease: Duration::from_secs(c.lease_secs.max(1)),
             batch: c.worker_batch.clamp(1, 5000),
             retention: Duration::from_secs(c.retention_days * 24 * 3600),
-            poll: Duration::from_millis(250),
+            poll: Duration::from_millis(200),
             grace: Duration::from_secs(5),
         }
     }
@@ -212,6 +212,8 @@ impl Worker {
                 }
             };
             match result {
+                // Idle: sleep until ingestion wakes us (low latency for sparse traffic) or a
+                // retry may be due.
                 Ok(0) => {
                     tokio::select! {
                         () = wake.notified() => {}
@@ -219,7 +221,17 @@ impl Worker {
                         () = shutdown.cancelled() => {}
                     }
                 }
-                Ok(_) => {}
+                // A full batch: there is a backlog, keep going.
+                Ok(n) if n >= self.settings.batch => {}
+                // Caught up: let events accumulate for one poll interval instead of chasing
+                // every commit. Claims stay large, and ingestion is not starved of the write
+                // lock by a stream of tiny worker transactions.
+                Ok(_) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.poll) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
                 Err(err) => {
                     tracing::warn!("processing batch failed, retrying shortly: {err:#}");
                     tokio::select! {
