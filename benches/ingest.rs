@@ -8,9 +8,11 @@
 //! Each round runs, in turn and on fresh databases:
 //! - `parse-only`: an axum route doing gc-status's own authentication and validation and
 //!   nothing else (the ceiling: no storage at all);
-//! - `commit-per-event`: gc-status with `--max-batch 1`, one durable transaction per webhook
-//!   (what a synchronous handler does);
-//! - `gc-status`: gc-status as shipped, with group commit.
+//! - `commit-per-event`: gc-status with `--max-batch 1` and no workers, one durable transaction
+//!   per webhook (what a synchronous handler does);
+//! - `ingest-only`: gc-status with group commit and no workers (`GC_STATUS_WORKERS=0`);
+//! - `gc-status`: gc-status as shipped: group commit while its workers process every event
+//!   into statistics at the same time, on the same 2 cores.
 //!
 //! Medians over the rounds are reported; client and server share this process and the machine.
 
@@ -228,7 +230,7 @@ async fn main() {
         opts.events, opts.rounds, opts.concurrency
     );
 
-    let names = ["parse-only", "commit-per-event", "gc-status"];
+    let names = ["parse-only", "commit-per-event", "ingest-only", "gc-status"];
     let mut results: Vec<Vec<RunResult>> = names.iter().map(|_| Vec::new()).collect();
     let mut lost_total = 0;
     let peak_kib = Arc::new(AtomicU64::new(0));
@@ -247,6 +249,9 @@ async fn main() {
             config.hmac_secrets = vec![SECRET.into()];
             if *name == "commit-per-event" {
                 config.max_batch = 1;
+            }
+            if *name != "gc-status" {
+                config.worker.workers = 0;
             }
             let app = Application::build(config).await.expect("start gc-status");
             let (addr, db) = (app.local_addr(), app.db());
@@ -296,7 +301,7 @@ async fn main() {
         "  {:<17} {:>10} {:>9} {:>9} {:>9} {:>12}",
         "server", "acks/s", "p50 ms", "p99 ms", "max ms", "vs gc-status"
     );
-    let ours = median(results[2].iter().map(|r| r.per_second).collect());
+    let ours = median(results[3].iter().map(|r| r.per_second).collect());
     for (k, name) in names.iter().enumerate() {
         let rate = median(results[k].iter().map(|r| r.per_second).collect());
         println!(
