@@ -687,3 +687,27 @@ async fn background_workers_process_events_and_metrics_and_stream_report_it() {
         .await
         .expect("clean shutdown with workers running");
 }
+
+#[tokio::test]
+async fn queue_names_come_from_payloads_then_the_names_file_then_the_id() {
+    let dir = temp_dir();
+    let names = dir.path().join("queue-names.json");
+    std::fs::write(
+        &names,
+        r#"{"q-file": "Support (from file)", "q-both": "Ignored"}"#,
+    )
+    .expect("write the names file");
+    let app = spawn_app_with(|c| c.worker.queue_names_file = Some(names.clone())).await;
+    let t = now_ms();
+    app.post_signed(&acd_event("start", "q-file", "c1", t, None))
+        .await;
+    app.post_signed(&acd_event("start", "q-none", "c2", t, None))
+        .await;
+    app.post_signed(&conversation_event("n1", "q-both", "c3", "queued", t))
+        .await;
+    app.worker.run_until_idle_at(now_ms()).await.expect("run");
+
+    assert_eq!(queue(&app, "q-file").await["name"], "Support (from file)");
+    assert_eq!(queue(&app, "q-none").await["name"], "q-none");
+    assert_eq!(queue(&app, "q-both").await["name"], "Queue q-both");
+}

@@ -26,7 +26,13 @@ impl StatusSource {
         timezone: &str,
         names_file: Option<&Path>,
     ) -> anyhow::Result<(jiff::tz::TimeZone, HashMap<String, String>)> {
-        let tz = jiff::tz::TimeZone::get(timezone).with_context(|| {
+        // UTC needs no time-zone database (minimal images may lack /usr/share/zoneinfo).
+        let tz = if timezone.eq_ignore_ascii_case("UTC") {
+            Ok(jiff::tz::TimeZone::UTC)
+        } else {
+            jiff::tz::TimeZone::get(timezone)
+        }
+        .with_context(|| {
             format!("GC_STATUS_TIMEZONE `{timezone}` is not a known IANA time zone (e.g. Europe/Berlin)")
         })?;
         let names = match names_file {
@@ -48,12 +54,11 @@ impl StatusSource {
 
     pub async fn snapshot(&self) -> anyhow::Result<StatusSnapshot> {
         let now = jiff::Timestamp::now();
-        let today = now.to_zoned(self.timezone.clone()).start_of_day()?;
-        let tomorrow = today.tomorrow()?.start_of_day()?;
+        let (day_start, day_end) = day_bounds(now, &self.timezone)?;
         let window = StatsWindow {
             now: now.as_millisecond(),
-            day_start: today.timestamp().as_millisecond(),
-            day_end: tomorrow.timestamp().as_millisecond(),
+            day_start,
+            day_end,
             fresh_after: now.as_millisecond() - self.observation_ttl.as_millis() as i64,
             names: &self.names,
         };
@@ -71,5 +76,56 @@ impl StatusSource {
             },
             queues,
         })
+    }
+}
+
+/// Start and end (epoch ms) of the day containing `now` in `tz`: what "today" means for the
+/// answered and abandoned counts. Days are not always 24 h long (DST), hence the calendar.
+pub fn day_bounds(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> anyhow::Result<(i64, i64)> {
+    let today = now.to_zoned(tz.clone()).start_of_day()?;
+    let tomorrow = today.tomorrow()?.start_of_day()?;
+    Ok((
+        today.timestamp().as_millisecond(),
+        tomorrow.timestamp().as_millisecond(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn today_follows_the_configured_time_zone() {
+        let now = ts("2026-11-29T23:30:00Z");
+        let (utc_start, utc_end) = day_bounds(now, &jiff::tz::TimeZone::UTC).expect("bounds");
+        assert_eq!(utc_start, ts("2026-11-29T00:00:00Z").as_millisecond());
+        assert_eq!(utc_end, ts("2026-11-30T00:00:00Z").as_millisecond());
+        // 23:30 UTC is already the next day in Berlin (UTC+1 in winter).
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("tzdata");
+        let (start, end) = day_bounds(now, &berlin).expect("bounds");
+        assert_eq!(start, ts("2026-11-29T23:00:00Z").as_millisecond());
+        assert_eq!(end, ts("2026-11-30T23:00:00Z").as_millisecond());
+    }
+
+    #[test]
+    fn a_daylight_saving_day_is_23_hours_long() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("tzdata");
+        let (start, end) = day_bounds(ts("2026-03-29T12:00:00Z"), &berlin).expect("bounds");
+        assert_eq!(end - start, 23 * 3600 * 1000);
+    }
+
+    #[test]
+    fn unknown_zones_and_bad_names_files_are_reported() {
+        let err = StatusSource::load_settings("Mars/Olympus", None).expect_err("unknown zone");
+        assert!(err.to_string().contains("GC_STATUS_TIMEZONE"));
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("names.json");
+        std::fs::write(&file, "[1,2]").expect("write");
+        let err = StatusSource::load_settings("UTC", Some(&file)).expect_err("not an object");
+        assert!(format!("{err:#}").contains("GC_STATUS_QUEUE_NAMES_FILE"));
     }
 }
