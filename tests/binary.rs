@@ -35,8 +35,8 @@ fn secrets_do_not_appear_in_help_or_logs() {
     assert!(!help.contains("super-secret-value"), "{help}");
 }
 
-async fn post(client: &reqwest::Client, addr: std::net::SocketAddr, id: &str) -> u16 {
-    let body = simple_event(id);
+/// POSTs a signed `body`; the status, or 0 when the server is gone.
+async fn post(client: &reqwest::Client, addr: std::net::SocketAddr, body: String) -> u16 {
     client
         .post(format!("http://{addr}{WEBHOOK_PATH}"))
         .header("content-type", "application/json")
@@ -48,17 +48,42 @@ async fn post(client: &reqwest::Client, addr: std::net::SocketAddr, id: &str) ->
         .unwrap_or(0)
 }
 
+/// Sends events from `tasks` concurrent senders until the server stops answering; each
+/// sender's task yields the ids that were acknowledged with 202.
+fn stream_events(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    tasks: usize,
+    event: fn(usize, usize) -> (String, String),
+) -> tokio::task::JoinSet<Vec<String>> {
+    let mut senders = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let client = client.clone();
+        senders.spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                let (id, body) = event(task, i);
+                if post(&client, addr, body).await != 202 {
+                    break; // the server is gone
+                }
+                acknowledged.push(id);
+            }
+            acknowledged
+        });
+    }
+    senders
+}
+
+async fn acknowledged(mut senders: tokio::task::JoinSet<Vec<String>>) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Some(sent) = senders.join_next().await {
+        ids.extend(sent.expect("sender task"));
+    }
+    ids
+}
+
 async fn stored_ids(dir: &std::path::Path) -> Vec<String> {
-    let mut conn = sqlx::SqliteConnection::connect(&database_url(dir))
-        .await
-        .expect("open the database");
-    sqlx::query("SELECT id FROM events")
-        .fetch_all(&mut conn)
-        .await
-        .expect("read ids")
-        .iter()
-        .map(|row| row.get::<String, _>("id"))
-        .collect()
+    statuses(dir).await.into_keys().collect()
 }
 
 #[tokio::test]
@@ -69,32 +94,18 @@ async fn acknowledged_events_survive_sigkill_and_restart() {
     let client = reqwest::Client::new();
 
     // Stream events from several tasks and kill the process in the middle of it.
-    let addr = server.addr;
-    let mut senders = tokio::task::JoinSet::new();
-    for task in 0..8 {
-        let client = client.clone();
-        senders.spawn(async move {
-            let mut acknowledged = Vec::new();
-            for i in 0.. {
-                let id = format!("k-{task}-{i}");
-                match post(&client, addr, &id).await {
-                    202 => acknowledged.push(id),
-                    _ => break, // the server is gone
-                }
-            }
-            acknowledged
-        });
-    }
+    let senders = stream_events(&client, server.addr, 8, |task, i| {
+        let id = format!("k-{task}-{i}");
+        let body = simple_event(&id);
+        (id, body)
+    });
     // Wait until a good number of events are in, then kill without warning.
     while stored_ids(dir.path()).await.len() < 500 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     server.child.kill().expect("SIGKILL the server");
     server.child.wait().expect("reap the server");
-    let mut acknowledged = Vec::new();
-    while let Some(ids) = senders.join_next().await {
-        acknowledged.extend(ids.expect("sender task"));
-    }
+    let acknowledged = acknowledged(senders).await;
     assert!(acknowledged.len() >= 500);
 
     let mut restarted = start_binary(dir.path(), &env).await;
@@ -111,7 +122,10 @@ async fn acknowledged_events_survive_sigkill_and_restart() {
         &lost[..lost.len().min(5)]
     );
     // The restarted server accepts new events.
-    assert_eq!(post(&client, restarted.addr, "after-restart").await, 202);
+    assert_eq!(
+        post(&client, restarted.addr, simple_event("after-restart")).await,
+        202
+    );
     restarted.child.kill().expect("stop the server");
     let _ = restarted.child.wait();
 }
@@ -123,7 +137,8 @@ async fn sigterm_finishes_cleanly_with_exit_code_zero() {
     let mut server = start_binary(dir.path(), &env).await;
     let client = reqwest::Client::new();
     for i in 0..20 {
-        assert_eq!(post(&client, server.addr, &format!("t-{i}")).await, 202);
+        let body = simple_event(&format!("t-{i}"));
+        assert_eq!(post(&client, server.addr, body).await, 202);
     }
 
     let status = Command::new("kill")
@@ -216,37 +231,26 @@ async fn sigkill_during_processing_loses_nothing_and_statistics_equal_a_rebuild(
     ];
     let mut server = start_binary(dir.path(), &env).await;
     let client = reqwest::Client::new();
-    let addr = server.addr;
-    let mut senders = tokio::task::JoinSet::new();
-    for task in 0..6 {
-        let client = client.clone();
-        senders.spawn(async move {
-            let mut acknowledged = Vec::new();
-            let base = gc_status::server::worker::now_ms() - 60_000;
-            for i in 0.. {
-                let id = format!("w-{task}-{i}");
-                let state = ["queued", "connected", "disconnected"][i % 3];
-                // Every fifth event is of a kind that ends in the dead letters.
-                let body = if i % 5 == 4 {
-                    format!(r#"{{"event":"agent:unknown","id":"{id}","timestamp":"2026-11-29T10:00:00Z","data":{{}}}}"#)
-                } else {
-                    conversation_event(&id, &format!("q{}", i % 4), &format!("c-{task}-{}", i / 3), state, base + i as i64)
-                };
-                let sent = client
-                    .post(format!("http://{addr}{WEBHOOK_PATH}"))
-                    .header("content-type", "application/json")
-                    .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await;
-                match sent.map(|r| r.status().as_u16()) {
-                    Ok(202) => acknowledged.push(id),
-                    _ => break,
-                }
-            }
-            acknowledged
-        });
-    }
+    let senders = stream_events(&client, server.addr, 6, |task, i| {
+        let id = format!("w-{task}-{i}");
+        // Every fifth event is of a kind that ends in the dead letters.
+        let body = if i % 5 == 4 {
+            format!(
+                r#"{{"event":"agent:unknown","id":"{id}","timestamp":"2026-11-29T10:00:00Z","data":{{}}}}"#
+            )
+        } else {
+            let state = ["queued", "connected", "disconnected"][i % 3];
+            let at = gc_status::server::worker::now_ms() - 60_000;
+            conversation_event(
+                &id,
+                &format!("q{}", i % 4),
+                &format!("c-{task}-{}", i / 3),
+                state,
+                at,
+            )
+        };
+        (id, body)
+    });
     // Kill once events are both arriving and being processed.
     loop {
         let s = statuses(dir.path()).await;
@@ -258,10 +262,7 @@ async fn sigkill_during_processing_loses_nothing_and_statistics_equal_a_rebuild(
     }
     server.child.kill().expect("SIGKILL the server");
     server.child.wait().expect("reap the server");
-    let mut acknowledged = Vec::new();
-    while let Some(ids) = senders.join_next().await {
-        acknowledged.extend(ids.expect("sender task"));
-    }
+    let acknowledged = acknowledged(senders).await;
 
     let mut restarted = start_binary(dir.path(), &env).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -318,16 +319,7 @@ async fn dlq_cli_lists_replays_and_discards_with_confirmation() {
     for i in 0..3 {
         let body =
             format!(r#"{{"topicName":"v2.cli.topic{i}","eventBody":{{"queueId":"cli-q"}}}}"#);
-        let status = client
-            .post(format!("http://{}{WEBHOOK_PATH}", server.addr))
-            .header("content-type", "application/json")
-            .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .expect("answered")
-            .status();
-        assert_eq!(status, 202);
+        assert_eq!(post(&client, server.addr, body).await, 202);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while statuses(dir.path())

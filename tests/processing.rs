@@ -93,17 +93,20 @@ async fn admin(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn queue(app: &TestApp, queue_id: &str) -> Value {
-    let snapshot: Value = app
-        .client
+/// `GET /api/v2/queues`.
+async fn snapshot(app: &TestApp) -> Value {
+    app.client
         .get(app.url("/api/v2/queues"))
         .send()
         .await
         .expect("answered")
         .json()
         .await
-        .expect("json");
-    snapshot["queues"]
+        .expect("json")
+}
+
+async fn queue(app: &TestApp, queue_id: &str) -> Value {
+    snapshot(app).await["queues"]
         .as_array()
         .expect("queues")
         .iter()
@@ -448,29 +451,13 @@ async fn rebuilt_statistics_equal_the_live_ones() {
         }
     }
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let live: Value = app
-        .client
-        .get(app.url("/api/v2/queues"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
+    let live = snapshot(&app).await;
 
     let applied = gc_status::server::worker::rebuild_stats(&app.db, &IgnoreList::default())
         .await
         .expect("rebuild");
     assert_eq!(applied, 100);
-    let rebuilt: Value = app
-        .client
-        .get(app.url("/api/v2/queues"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
+    let rebuilt = snapshot(&app).await;
     // longest_waiting_ms moves with the clock; everything else must match exactly.
     let strip = |v: &Value| {
         let mut queues = v["queues"].clone();

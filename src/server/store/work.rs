@@ -126,7 +126,8 @@ impl Db {
             let changed = match outcome {
                 Outcome::Done(_) => continue,
                 Outcome::Retry { at, error } => {
-                    let n = schedule_retry(&mut tx, event.seq, token, now, *at, error).await?;
+                    let n =
+                        record_failure(&mut tx, event.seq, token, now, error, Some(*at)).await?;
                     completed.retried += n;
                     n
                 }
@@ -221,22 +222,29 @@ pub struct EventState {
     pub errors: Vec<serde_json::Value>,
 }
 
-async fn schedule_retry(
+/// Records a failed attempt of an event still held under `token`: back to pending until `retry_at`,
+/// or (without one) dead. Returns 0 when the lease was lost and nothing changed.
+async fn record_failure(
     tx: &mut SqliteConnection,
     seq: i64,
     token: i64,
     now: i64,
-    at: i64,
     error: &str,
+    retry_at: Option<i64>,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE events
-            SET status = 'pending', next_attempt_at = ?1, last_error = ?2,
-                errors = json_insert(errors, '$[#]', json_object('at', ?3, 'error', ?2)),
+            SET status = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3,
+                errors = json_insert(errors, '$[#]', json_object('at', ?4, 'error', ?3)),
                 locked_until = NULL, claim_token = NULL
-          WHERE seq = ?4 AND status = 'processing' AND claim_token = ?5",
+          WHERE seq = ?5 AND status = 'processing' AND claim_token = ?6",
     )
-    .bind(at)
+    .bind(if retry_at.is_some() {
+        "pending"
+    } else {
+        "dead"
+    })
+    .bind(retry_at)
     .bind(error)
     .bind(now)
     .bind(seq)
@@ -253,20 +261,7 @@ async fn move_to_dead_letters(
     now: i64,
     error: &str,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "UPDATE events
-            SET status = 'dead', last_error = ?1,
-                errors = json_insert(errors, '$[#]', json_object('at', ?2, 'error', ?1)),
-                locked_until = NULL, claim_token = NULL
-          WHERE seq = ?3 AND status = 'processing' AND claim_token = ?4",
-    )
-    .bind(error)
-    .bind(now)
-    .bind(seq)
-    .bind(token)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
+    if record_failure(tx, seq, token, now, error, None).await? == 0 {
         return Ok(0);
     }
     sqlx::query(
