@@ -11,6 +11,7 @@ fs.mkdirSync(tmp, { recursive: true });
 const database = path.join(tmp, `e2e-${process.pid}-${Date.now()}.db`);
 
 export const E2E_SECRET = "e2e-webhook-secret";
+export const E2E_ADMIN_TOKEN = "e2e-admin-token";
 
 export default defineConfig({
   testDir: "./tests",
@@ -49,6 +50,7 @@ export default defineConfig({
       LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
       GC_STATUS_DATABASE_URL: `sqlite://${database}`,
       GC_STATUS_HMAC_SECRETS: E2E_SECRET,
+      GC_STATUS_ADMIN_TOKEN: E2E_ADMIN_TOKEN,
       RUST_LOG: "warn",
     },
   },

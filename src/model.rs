@@ -68,3 +68,15 @@ pub struct StatusSnapshot {
     pub pipeline: PipelineStatus,
     pub queues: Vec<QueueStatus>,
 }
+
+/// A dead letter as the page lists it (no payload).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterSummary {
+    pub id: String,
+    pub event_type: String,
+    pub queue_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: String,
+    /// RFC 3339.
+    pub dead_at: String,
+}

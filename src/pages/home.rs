@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::dead_letters::DeadLetters;
 use crate::model::{EventCounts, QueueStatus, StatusSnapshot};
 
 /// How often the page refreshes in the browser.
@@ -67,6 +68,7 @@ pub fn HomePage() -> impl IntoView {
                         })
                 }}
             </Transition>
+            <DeadLetters refresh=tick />
         </section>
     }
 }

@@ -1,3 +1,4 @@
-//! Routed pages, one file each with its server functions.
+//! Routed pages, one file each with its server functions; sections they share.
 
+pub mod dead_letters;
 pub mod home;

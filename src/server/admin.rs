@@ -1,5 +1,7 @@
 //! The admin JSON API for dead letters, behind `Authorization: Bearer <GC_STATUS_ADMIN_TOKEN>`.
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
     extract::{Path, Query, Request, State},
@@ -13,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 use super::{
     error::ApiError,
@@ -43,8 +46,77 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-/// SHA-256 of the admin token, compared in constant time (hashing also hides its length).
-pub fn token_digest(token: &str) -> [u8; 32] {
+/// Who may run admin operations, and what follows one (metrics, waking workers). Shared by the
+/// JSON API and the page's server functions.
+#[derive(Clone, Debug)]
+pub struct AdminAccess {
+    /// SHA-256 of the admin token; `None` disables admin operations.
+    token_digest: Option<Arc<[u8; 32]>>,
+    wake_workers: Arc<Notify>,
+}
+
+/// Why an admin operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdminDenied {
+    #[error("send `Authorization: Bearer <GC_STATUS_ADMIN_TOKEN>`")]
+    Missing,
+    #[error("the admin token is not valid")]
+    Wrong,
+    #[error("admin operations are disabled: set GC_STATUS_ADMIN_TOKEN")]
+    Disabled,
+}
+
+impl From<AdminDenied> for ApiError {
+    fn from(denied: AdminDenied) -> Self {
+        match denied {
+            AdminDenied::Missing => ApiError::AdminUnauthorized,
+            other => ApiError::Forbidden(other.to_string()),
+        }
+    }
+}
+
+impl AdminAccess {
+    pub fn new(token: Option<&str>, wake_workers: Arc<Notify>) -> Self {
+        let token_digest = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Arc::new(digest(t)));
+        AdminAccess {
+            token_digest,
+            wake_workers,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.token_digest.is_some()
+    }
+
+    /// Compares `presented` with the admin token in constant time (as SHA-256 digests, which
+    /// also hides the token's length).
+    pub fn check(&self, presented: &str) -> Result<(), AdminDenied> {
+        let expected = self.token_digest.as_ref().ok_or(AdminDenied::Disabled)?;
+        let presented = presented.trim();
+        if presented.is_empty() {
+            return Err(AdminDenied::Missing);
+        }
+        if bool::from(digest(presented).ct_eq(&**expected)) {
+            Ok(())
+        } else {
+            Err(AdminDenied::Wrong)
+        }
+    }
+
+    /// Counts a replay and wakes the workers to process it.
+    pub fn replayed(&self, n: u64) {
+        metrics::counter!("gc_status_events_replayed_total").increment(n);
+        if n > 0 {
+            tracing::info!(events = n, "dead letters replayed");
+            self.wake_workers.notify_waiters();
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -54,11 +126,9 @@ async fn require_admin(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(expected) = state.admin_token else {
-        return Err(ApiError::Forbidden(
-            "the admin API is disabled: set GC_STATUS_ADMIN_TOKEN".into(),
-        ));
-    };
+    if !state.admin.enabled() {
+        return Err(AdminDenied::Disabled.into());
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
@@ -67,12 +137,9 @@ async fn require_admin(
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or(ApiError::AdminUnauthorized)?;
-    if bool::from(token_digest(presented).ct_eq(&*expected)) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Forbidden("the admin token is not valid".into()))
-    }
+        .unwrap_or_default();
+    state.admin.check(presented)?;
+    Ok(next.run(request).await)
 }
 
 /// Filter fields as they arrive in a query string or JSON body; times are RFC 3339 or epoch ms.
@@ -194,11 +261,7 @@ fn selection(body: &[u8]) -> Result<Selection, ApiError> {
 
 async fn replay(state: &AppState, selection: &Selection) -> Result<Json<Value>, ApiError> {
     let replayed = state.db.replay_dead_letters(selection, now_ms()).await?;
-    metrics::counter!("gc_status_events_replayed_total").increment(replayed);
-    if replayed > 0 {
-        tracing::info!(events = replayed, "dead letters replayed");
-        state.wake_workers.notify_waiters();
-    }
+    state.admin.replayed(replayed);
     Ok(Json(json!({ "replayed": replayed })))
 }
 
@@ -237,4 +300,27 @@ async fn discard_dead_letters(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     discard(&state, &selection(&body)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_tokens_are_checked() {
+        let access = AdminAccess::new(Some(" s3cret "), Arc::new(Notify::new()));
+        assert_eq!(access.check("s3cret"), Ok(()));
+        assert_eq!(access.check("s3cre"), Err(AdminDenied::Wrong));
+        assert_eq!(access.check(""), Err(AdminDenied::Missing));
+        let disabled = AdminAccess::new(Some("  "), Arc::new(Notify::new()));
+        assert_eq!(disabled.check("anything"), Err(AdminDenied::Disabled));
+    }
+
+    #[test]
+    fn filter_times_accept_rfc3339_and_epoch_ms() {
+        let at = parse_time("since", &Value::String("2026-11-29T10:00:00Z".into()));
+        assert_eq!(at.ok(), Some(1_795_946_400_000));
+        assert_eq!(parse_time("since", &json!(5)).ok(), Some(5));
+        assert!(parse_time("since", &Value::String("yesterday".into())).is_err());
+    }
 }

@@ -87,14 +87,15 @@ impl Application {
             ingested,
             processed,
         });
-        let admin_token = config
-            .admin_token
-            .as_ref()
-            .map(|t| secrecy::ExposeSecret::expose_secret(t).trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .map(|t| Arc::new(admin::token_digest(&t)));
-        if admin_token.is_none() {
-            tracing::info!("GC_STATUS_ADMIN_TOKEN is not set: the admin API is disabled");
+        let admin = admin::AdminAccess::new(
+            config
+                .admin_token
+                .as_ref()
+                .map(secrecy::ExposeSecret::expose_secret),
+            wake_workers.clone(),
+        );
+        if !admin.enabled() {
+            tracing::info!("GC_STATUS_ADMIN_TOKEN is not set: admin operations are disabled");
         }
         let shutdown = CancellationToken::new();
 
@@ -113,10 +114,9 @@ impl Application {
             writer,
             auth: Arc::new(auth),
             max_body_bytes: config.max_body_bytes,
-            admin_token,
+            admin,
             status,
             metrics: api::metrics_handle(),
-            wake_workers: wake_workers.clone(),
             shutdown: shutdown.clone(),
         };
         let router = router(state);
@@ -202,6 +202,7 @@ fn router(state: AppState) -> Router {
             move || {
                 provide_context(context_state.db.clone());
                 provide_context(context_state.status.clone());
+                provide_context(context_state.admin.clone());
             },
             move || shell(shell_options.clone()),
         )

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    admin::AdminAccess,
     ingest::auth::SenderAuth,
     status::StatusSource,
     store::{writer::IngestWriter, Db},
@@ -22,12 +22,10 @@ pub struct AppState {
     pub writer: IngestWriter,
     pub auth: Arc<SenderAuth>,
     pub max_body_bytes: usize,
-    /// SHA-256 of the admin token, when one is configured.
-    pub admin_token: Option<Arc<[u8; 32]>>,
+    /// Admin token check for the admin API and the page's replay buttons.
+    pub admin: AdminAccess,
     pub status: Arc<StatusSource>,
     pub metrics: PrometheusHandle,
-    /// Wakes idle workers (after ingestion or a replay).
-    pub wake_workers: Arc<Notify>,
     /// Cancelled on shutdown: ends streams and stops workers.
     pub shutdown: CancellationToken,
 }
