@@ -116,7 +116,7 @@ pub fn DeadLetters(refresh: ReadSignal<u64>) -> impl IntoView {
                                                     let row_id = d.id.clone();
                                                     view! {
                                                         <tr data-letter=row_id>
-                                                            <td class="id">{d.id}</td>
+                                                            <td class="id" title=d.id.clone()>{short_id(&d.id)}</td>
                                                             <td>{d.event_type}</td>
                                                             <td>{d.queue_id.unwrap_or_default()}</td>
                                                             <td>{d.attempts}</td>
@@ -156,6 +156,14 @@ pub fn DeadLetters(refresh: ReadSignal<u64>) -> impl IntoView {
                 }}
             </Transition>
         </section>
+    }
+}
+
+/// Event ids may be 64-character digests: show the start, the whole id is in the tooltip.
+fn short_id(id: &str) -> String {
+    match id.char_indices().nth(16) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_owned(),
     }
 }
 
