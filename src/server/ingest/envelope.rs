@@ -258,3 +258,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::server::worker::interpret::{interpret, IgnoreList};
+
+    /// JSON-looking text built from the pieces the parser cares about, so that generated inputs
+    /// reach deep into validation rather than failing at the first byte.
+    fn jsonish() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "event",
+            "id",
+            "timestamp",
+            "data",
+            "topicName",
+            "eventBody",
+            "detail-type",
+            "detail",
+            "source",
+            "queueId",
+            "state",
+            "group",
+            "metrics",
+        ]);
+        let value = prop_oneof![
+            Just("null".to_owned()),
+            Just("{}".to_owned()),
+            Just("[]".to_owned()),
+            Just(r#""2026-11-29T10:00:00Z""#.to_owned()),
+            "[a-z0-9.:{}]{0,12}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+        ];
+        prop::collection::vec((key, value), 0..6).prop_map(|fields| {
+            let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            format!("{{{}}}", inner.join(","))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn accepted_payloads_have_an_id_and_a_type_and_interpret_without_panicking(body in jsonish()) {
+            if let Ok(envelope) = parse(body.as_bytes()) {
+                prop_assert!(!envelope.event_id.is_empty());
+                prop_assert!(!envelope.event_type.trim().is_empty());
+                let _ = interpret(&envelope.event_type, body.as_bytes(), 0, &IgnoreList::default());
+            }
+        }
+    }
+}
