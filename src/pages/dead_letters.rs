@@ -55,9 +55,9 @@ pub async fn replay_dead_letter(id: String, admin_token: String) -> Result<u64, 
     Ok(replayed)
 }
 
-/// The dead-letter table; `refresh` changes whenever the page refreshes.
+/// The dead-letter table; it reloads whenever `refresh` changes and after each replay.
 #[component]
-pub fn DeadLetters(refresh: ReadSignal<u64>) -> impl IntoView {
+pub fn DeadLetters(refresh: Memo<(i64, u64)>) -> impl IntoView {
     let replay = ServerAction::<ReplayDeadLetter>::new();
     let letters = Resource::new(
         move || (refresh.get(), replay.version().get()),

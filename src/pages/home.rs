@@ -5,11 +5,8 @@ use leptos::prelude::*;
 use super::dead_letters::DeadLetters;
 use crate::model::{EventCounts, QueueStatus, StatusSnapshot};
 
-/// How often the page refreshes in the browser.
-#[cfg(feature = "hydrate")]
-const REFRESH_MS: u64 = 1000;
-
-/// The current status snapshot, read from the database.
+/// The current status snapshot, read from the database (the first render; after hydration
+/// the page follows `GET /api/v2/stream`).
 #[server]
 pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
     let status = expect_context::<std::sync::Arc<crate::server::status::StatusSource>>();
@@ -21,24 +18,28 @@ pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
 
 #[component]
 pub fn HomePage() -> impl IntoView {
-    let (tick, set_tick) = signal(0u64);
-    let status = Resource::new(move || tick.get(), |_| get_status());
+    let initial = Resource::new(|| (), |_| get_status());
+    // Snapshots pushed by the server once the page is live in the browser.
+    let pushed = RwSignal::new(None::<StatusSnapshot>);
     let hydrated = RwSignal::new(false);
+    let current = move || match pushed.get() {
+        Some(snapshot) => Some(Ok(snapshot)),
+        None => initial.get(),
+    };
+    // The dead-letter list reloads when the number of dead letters or the processing rate
+    // changes (a replayed letter that fails again leaves the count as it was).
+    let dead_letters_key = Memo::new(move |_| {
+        current()
+            .and_then(Result::ok)
+            .map(|s| (s.pipeline.counts.dead, s.pipeline.out_per_second.to_bits()))
+            .unwrap_or_default()
+    });
 
-    // Effects run only in the browser: mark the page live and refresh it periodically.
+    // Effects run only in the browser: mark the page live and follow the status stream.
     Effect::new(move |_| {
         hydrated.set(true);
         #[cfg(feature = "hydrate")]
-        {
-            if let Ok(handle) = set_interval_with_handle(
-                move || set_tick.update(|t| *t += 1),
-                std::time::Duration::from_millis(REFRESH_MS),
-            ) {
-                on_cleanup(move || handle.clear());
-            }
-        }
-        #[cfg(not(feature = "hydrate"))]
-        let _ = set_tick;
+        follow_stream(pushed);
     });
 
     view! {
@@ -47,8 +48,7 @@ pub fn HomePage() -> impl IntoView {
             <p class="lead">"Genesys Cloud webhooks: pipeline and live queue status."</p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
-                    status
-                        .get()
+                    current()
                         .map(|result| match result {
                             Ok(s) => {
                                 view! {
@@ -68,9 +68,40 @@ pub fn HomePage() -> impl IntoView {
                         })
                 }}
             </Transition>
-            <DeadLetters refresh=tick />
+            <DeadLetters refresh=dead_letters_key />
         </section>
     }
+}
+
+/// Subscribes to the server-sent `status` events; the browser reconnects by itself if the
+/// connection drops.
+#[cfg(feature = "hydrate")]
+fn follow_stream(pushed: RwSignal<Option<StatusSnapshot>>) {
+    use wasm_bindgen::{closure::Closure, JsCast};
+
+    let Ok(source) = web_sys::EventSource::new("/api/v2/stream") else {
+        leptos::logging::warn!("live updates unavailable: cannot open the status stream");
+        return;
+    };
+    let on_status =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let snapshot = event
+                .data()
+                .as_string()
+                .and_then(|text| serde_json::from_str::<StatusSnapshot>(&text).ok());
+            if let Some(snapshot) = snapshot {
+                pushed.set(Some(snapshot));
+            }
+        });
+    if source
+        .add_event_listener_with_callback("status", on_status.as_ref().unchecked_ref())
+        .is_err()
+    {
+        leptos::logging::warn!("live updates unavailable: cannot listen to the status stream");
+    }
+    // Both live as long as the page: dropped (and the stream closed) on cleanup.
+    let keep = send_wrapper::SendWrapper::new((source, on_status));
+    on_cleanup(move || keep.0.close());
 }
 
 #[component]
