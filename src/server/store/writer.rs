@@ -114,6 +114,8 @@ async fn run(
         // Give request tasks that are already runnable one turn to enqueue before the batch
         // is closed: it costs microseconds and makes batches (and throughput) markedly larger.
         tokio::task::yield_now().await;
+        let writing = gate.enter().await;
+        // Whatever arrived while a worker held the gate joins this commit too.
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
@@ -121,10 +123,8 @@ async fn run(
             }
         }
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
-        let outcome = {
-            let _writing = gate.enter().await;
-            insert_batch(&mut conn, &events).await
-        };
+        let outcome = insert_batch(&mut conn, &events).await;
+        drop(writing);
         match outcome {
             Ok(stored) => {
                 let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
