@@ -669,10 +669,16 @@ async fn background_workers_process_events_and_metrics_and_stream_report_it() {
         "{metrics}"
     );
     assert!(metrics.contains("gc_status_events_pending"), "{metrics}");
-    drop(stream);
-    app.stop()
+    // An open stream must not hold up a graceful shutdown: it ends when the server stops.
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
         .await
+        .expect("shutdown finishes with a stream open")
         .expect("clean shutdown with workers running");
+    let rest = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await;
+    assert!(
+        matches!(rest, Ok(Ok(None)) | Ok(Err(_))),
+        "the stream ends on shutdown"
+    );
 }
 
 #[tokio::test]

@@ -12,14 +12,11 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt as _};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::{error::ApiError, state::AppState};
 use crate::model::StatusSnapshot;
-
-/// How often a stream looks for changes; unchanged snapshots are not sent.
-const STREAM_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,41 +29,45 @@ async fn list_queues(State(state): State<AppState>) -> Result<Json<StatusSnapsho
     Ok(Json(state.status.snapshot().await?))
 }
 
-/// Server-sent `status` events carrying a [`StatusSnapshot`] whenever it changes (at most
-/// twice a second), with keep-alives. Ends when the server shuts down, so it never holds up
-/// a graceful shutdown.
+/// Server-sent `status` events carrying a [`StatusSnapshot`]: the current one at once, then
+/// each change (at most twice a second, from the shared [`StatusFeed`]), with keep-alives.
+/// Ends when the server shuts down, so it never holds up a graceful shutdown.
+///
+/// [`StatusFeed`]: super::status::StatusFeed
 async fn stream_status(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let mut ticker = tokio::time::interval(STREAM_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let events = stream::unfold(
-        (state, ticker, None::<String>),
-        |(state, mut ticker, mut last)| async move {
+    // Subscribe first so no change between the first snapshot and the feed is missed.
+    let changes = state.feed.subscribe();
+    let first = match state.status.snapshot().await {
+        Ok(snapshot) => serde_json::to_string(&snapshot).ok(),
+        Err(err) => {
+            tracing::warn!("status snapshot failed: {err:#}");
+            None
+        }
+    };
+    let first = stream::iter(first.map(|json| Ok(status_event(&json))));
+    let shutdown = state.shutdown.clone();
+    let later = stream::unfold(changes, move |mut changes| {
+        let shutdown = shutdown.clone();
+        async move {
             loop {
                 tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = state.shutdown.cancelled() => return None,
+                    changed = changes.changed() => changed.ok()?,
+                    () = shutdown.cancelled() => return None,
                 }
-                let snapshot = match state.status.snapshot().await {
-                    Ok(s) => s,
-                    Err(err) => {
-                        tracing::warn!("status snapshot failed: {err:#}");
-                        continue;
-                    }
-                };
-                let Ok(json) = serde_json::to_string(&snapshot) else {
-                    continue;
-                };
-                if last.as_deref() != Some(json.as_str()) {
-                    let event = Event::default().event("status").data(json.clone());
-                    last = Some(json);
-                    return Some((Ok(event), (state, ticker, last)));
+                let json = changes.borrow_and_update().clone();
+                if let Some(json) = json {
+                    return Some((Ok(status_event(&json)), changes));
                 }
             }
-        },
-    );
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        }
+    });
+    Sse::new(first.chain(later)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn status_event(json: &str) -> Event {
+    Event::default().event("status").data(json)
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).

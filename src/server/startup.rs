@@ -20,7 +20,7 @@ use super::{
     ingest::auth::SenderAuth,
     rates::RateMeter,
     state::AppState,
-    status::StatusSource,
+    status::{StatusFeed, StatusSource},
     store::{self, writer::IngestWriter, Db},
     worker::{interpret::IgnoreList, StatsProcessor, Worker, WorkerSettings},
 };
@@ -37,6 +37,8 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     worker: Worker,
     wake_workers: Arc<Notify>,
+    feed: StatusFeed,
+    status: Arc<StatusSource>,
     shutdown: CancellationToken,
 }
 
@@ -98,6 +100,7 @@ impl Application {
             tracing::info!("GC_STATUS_ADMIN_TOKEN is not set: admin operations are disabled");
         }
         let shutdown = CancellationToken::new();
+        let feed = StatusFeed::default();
 
         let listener = TcpListener::bind(config.addr)
             .await
@@ -115,7 +118,8 @@ impl Application {
             auth: Arc::new(auth),
             max_body_bytes: config.max_body_bytes,
             admin,
-            status,
+            status: status.clone(),
+            feed: feed.clone(),
             metrics: api::metrics_handle(),
             shutdown: shutdown.clone(),
         };
@@ -127,6 +131,8 @@ impl Application {
             writer_task,
             worker,
             wake_workers,
+            feed,
+            status,
             shutdown,
         })
     }
@@ -159,10 +165,13 @@ impl Application {
             writer_task,
             worker,
             wake_workers,
+            feed,
+            status,
             shutdown: stop,
         } = self;
         let mut workers: JoinSet<()> = worker.spawn(wake_workers, stop.clone());
         workers.spawn(checkpoint_periodically(db.clone(), stop.clone()));
+        workers.spawn(feed.run(status, stop.clone()));
         let stop_on_signal = stop.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     admin::AdminAccess,
     ingest::auth::SenderAuth,
-    status::StatusSource,
+    status::{StatusFeed, StatusSource},
     store::{writer::IngestWriter, Db},
 };
 
@@ -25,6 +25,8 @@ pub struct AppState {
     /// Admin token check for the admin API and the page's replay buttons.
     pub admin: AdminAccess,
     pub status: Arc<StatusSource>,
+    /// Changed status snapshots for `/api/v2/stream`.
+    pub feed: StatusFeed,
     pub metrics: PrometheusHandle,
     /// Cancelled on shutdown: ends streams and stops workers.
     pub shutdown: CancellationToken,

@@ -3,6 +3,8 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     rates::RateMeter,
@@ -76,6 +78,65 @@ impl StatusSource {
             },
             queues,
         })
+    }
+}
+
+/// How often the feed looks for changes; unchanged snapshots are not sent.
+const FEED_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The live status for every open stream: one task computes the snapshot (as JSON), and only
+/// while someone is listening, however many pages are open.
+#[derive(Clone, Debug)]
+pub struct StatusFeed {
+    tx: Arc<watch::Sender<Option<Arc<str>>>>,
+}
+
+impl Default for StatusFeed {
+    fn default() -> Self {
+        StatusFeed {
+            tx: Arc::new(watch::channel(None).0),
+        }
+    }
+}
+
+impl StatusFeed {
+    /// A receiver that sees each changed snapshot (coalesced: a slow reader gets the newest).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<str>>> {
+        self.tx.subscribe()
+    }
+
+    /// Publishes changed snapshots until `stop` is cancelled.
+    pub async fn run(self, source: Arc<StatusSource>, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(FEED_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            if self.tx.receiver_count() == 0 {
+                continue;
+            }
+            let json = match source.snapshot().await.map(|s| serde_json::to_string(&s)) {
+                Ok(Ok(json)) => json,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "cannot encode the status");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!("status snapshot failed: {err:#}");
+                    continue;
+                }
+            };
+            self.tx.send_if_modified(|current| {
+                if current.as_deref() == Some(json.as_str()) {
+                    false
+                } else {
+                    *current = Some(json.into());
+                    true
+                }
+            });
+        }
     }
 }
 
