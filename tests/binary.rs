@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use common::*;
 use gc_status::server::ingest::auth::sign_hex;
@@ -100,9 +100,10 @@ async fn acknowledged_events_survive_sigkill_and_restart() {
         (id, body)
     });
     // Wait until a good number of events are in, then kill without warning.
-    while stored_ids(dir.path()).await.len() < 500 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("500 events are stored", Duration::from_secs(30), || async {
+        stored_ids(dir.path()).await.len() >= 500
+    })
+    .await;
     server.child.kill().expect("SIGKILL the server");
     server.child.wait().expect("reap the server");
     let acknowledged = acknowledged(senders).await;
@@ -252,31 +253,32 @@ async fn sigkill_during_processing_loses_nothing_and_statistics_equal_a_rebuild(
         (id, body)
     });
     // Kill once events are both arriving and being processed.
-    loop {
-        let s = statuses(dir.path()).await;
-        let done = s.values().filter(|v| *v == "done").count();
-        if s.len() >= 1500 && done >= 300 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "events are arriving and being processed",
+        Duration::from_secs(30),
+        || async {
+            let s = statuses(dir.path()).await;
+            s.len() >= 1500 && s.values().filter(|v| *v == "done").count() >= 300
+        },
+    )
+    .await;
     server.child.kill().expect("SIGKILL the server");
     server.child.wait().expect("reap the server");
     let acknowledged = acknowledged(senders).await;
 
     let mut restarted = start_binary(dir.path(), &env).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let settled = loop {
-        let s = statuses(dir.path()).await;
-        if s.values().all(|v| v == "done" || v == "dead") {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "events still unprocessed after 60 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    wait_until(
+        "every event is done or dead",
+        Duration::from_secs(60),
+        || async {
+            statuses(dir.path())
+                .await
+                .values()
+                .all(|v| v == "done" || v == "dead")
+        },
+    )
+    .await;
+    let settled = statuses(dir.path()).await;
     let missing: Vec<&String> = acknowledged
         .iter()
         .filter(|id| !settled.contains_key(*id))
@@ -321,20 +323,19 @@ async fn dlq_cli_lists_replays_and_discards_with_confirmation() {
             format!(r#"{{"topicName":"v2.cli.topic{i}","eventBody":{{"queueId":"cli-q"}}}}"#);
         assert_eq!(post(&client, server.addr, body).await, 202);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while statuses(dir.path())
-        .await
-        .values()
-        .filter(|v| *v == "dead")
-        .count()
-        < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "events were not dead-lettered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "three events are dead-lettered",
+        Duration::from_secs(20),
+        || async {
+            statuses(dir.path())
+                .await
+                .values()
+                .filter(|v| *v == "dead")
+                .count()
+                >= 3
+        },
+    )
+    .await;
     server.child.kill().expect("stop the server");
     server.child.wait().expect("reap");
 

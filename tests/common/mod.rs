@@ -154,17 +154,32 @@ pub async fn start_binary(dir: &Path, env: &[(&str, &str)]) -> RunningBinary {
         .spawn()
         .expect("start the gc-status binary");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the binary did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the binary is ready", Duration::from_secs(30), || async {
+        client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
     RunningBinary { child, addr, log }
+}
+
+/// Polls `condition` until it holds; fails the test after `timeout`. For conditions another
+/// process brings about, where there is nothing to await.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn free_port() -> u16 {
