@@ -6,7 +6,7 @@ use std::io::{BufRead as _, Write as _};
 use anyhow::{bail, Context as _};
 
 use super::{
-    admin::{parse_time, FilterParams},
+    admin::FilterParams,
     config::{Command, Config, DlqAction, DlqFilterArgs},
     store::{
         self,
@@ -33,23 +33,16 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
 }
 
 fn filter(args: &DlqFilterArgs) -> anyhow::Result<DeadLetterFilter> {
-    let time = |field: &str, v: &Option<String>| {
-        v.as_ref()
-            .map(|s| parse_time(field, &serde_json::Value::String(s.clone())))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let params = FilterParams {
+    // The same parsing as the admin API, so both accept the same filters.
+    FilterParams {
         event_type: args.event_type.clone(),
         queue: args.queue.clone(),
         error: args.error.clone(),
-        since: None,
-        until: None,
-    };
-    let mut filter = params.into_filter().map_err(|e| anyhow::anyhow!("{e}"))?;
-    filter.since = time("since", &args.since)?;
-    filter.until = time("until", &args.until)?;
-    Ok(filter)
+        since: args.since.clone().map(serde_json::Value::String),
+        until: args.until.clone().map(serde_json::Value::String),
+    }
+    .into_filter()
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn selection(ids: &[String], all: bool, args: &DlqFilterArgs) -> anyhow::Result<Selection> {

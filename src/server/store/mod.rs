@@ -109,10 +109,6 @@ pub async fn open(
 }
 
 impl Db {
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     pub fn write_gate(&self) -> WriteGate {
         self.write_gate.clone()
     }

@@ -223,13 +223,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_mixing_new_stored_and_repeated_ids_is_told_apart() {
+    /// A fresh database (kept while the returned directory lives) and a writer connection.
+    async fn temp_store() -> (
+        tempfile::TempDir,
+        crate::server::store::Db,
+        SqliteConnection,
+    ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (db, mut conn) = crate::server::store::open(&url, Duration::from_secs(1))
+        let (db, conn) = crate::server::store::open(&url, Duration::from_secs(1))
             .await
             .expect("open");
+        (dir, db, conn)
+    }
+
+    #[tokio::test]
+    async fn a_batch_mixing_new_stored_and_repeated_ids_is_told_apart() {
+        let (_dir, db, mut conn) = temp_store().await;
 
         let first = insert_batch(&mut conn, &[event("a")])
             .await
@@ -255,11 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_larger_than_one_statement_is_stored_whole() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (db, mut conn) = crate::server::store::open(&url, Duration::from_secs(1))
-            .await
-            .expect("open");
+        let (_dir, db, mut conn) = temp_store().await;
         let events: Vec<NewEvent> = (0..ROWS_PER_STATEMENT * 2 + 7)
             .map(|i| event(&format!("e{i}")))
             .collect();
