@@ -28,10 +28,10 @@ use gc_status::server::{
     store::{
         self,
         work::ClaimedEvent,
-        writer::{IngestWriter, NewEvent},
+        writer::{IngestWriter, NewEvent, WriterSettings},
     },
     worker::{
-        interpret::{Effect, IgnoreList, ProcessError},
+        interpret::{Effect, ProcessError, Rules},
         now_ms, Processor, StatsProcessor, Worker, WorkerSettings,
     },
 };
@@ -73,12 +73,16 @@ async fn load(url: &str, events: usize) -> store::Db {
         .expect("open");
     let (writer, task) = IngestWriter::spawn(
         conn,
-        8192,
-        4096,
-        Duration::from_secs(30),
-        db.write_gate(),
-        Arc::new(Notify::new()),
-        Arc::new(RateMeter::default()),
+        WriterSettings {
+            queue_capacity: 8192,
+            queue_bytes: 256 << 20,
+            max_batch: 4096,
+            timeout: Duration::from_secs(30),
+            gate: db.write_gate(),
+            committed: Arc::new(Notify::new()),
+            ingested: Arc::new(RateMeter::default()),
+            health: Default::default(),
+        },
     );
     let base = now_ms() - 3_600_000;
     let mut pending = tokio::task::JoinSet::new();
@@ -197,7 +201,7 @@ async fn main() {
                 Arc::new(IgnoreAll)
             } else {
                 Arc::new(StatsProcessor {
-                    ignore: IgnoreList::default(),
+                    rules: Rules::default(),
                 })
             };
             let d = drain(db.clone(), processor, workers, events).await;
@@ -212,6 +216,7 @@ async fn main() {
                         day_start: 0,
                         day_end: i64::MAX,
                         fresh_after: i64::MAX,
+                        open_since: 0,
                         names: &Default::default(),
                     })
                     .await

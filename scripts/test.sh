@@ -9,6 +9,9 @@ mkdir -p target/tmp
 export TMPDIR="$PWD/target/tmp"
 
 cargo fmt --all --check
+# Lints for both builds: the server (with tests and benchmarks) and the browser's wasm.
+cargo clippy --release --features ssr --all-targets -- -D warnings
+cargo clippy --release --lib --target wasm32-unknown-unknown --no-default-features --features hydrate -- -D warnings
 # One release build serves everything: cargo-leptos's site, `cargo test` and Playwright.
 cargo leptos build --release
 cargo test --release --features ssr

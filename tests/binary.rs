@@ -363,3 +363,91 @@ async fn dlq_cli_lists_replays_and_discards_with_confirmation() {
     let (ok, usage) = run_cli(dir.path(), &["dlq", "replay"], "");
     assert!(!ok && usage.contains("--all"), "{usage}");
 }
+
+async fn event_row(dir: &std::path::Path, id: &str) -> Option<(String, i64, String)> {
+    let mut conn = sqlx::SqliteConnection::connect(&database_url(dir))
+        .await
+        .expect("open the database");
+    sqlx::query("SELECT status, attempts, coalesce(last_error, '') AS e FROM events WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut conn)
+        .await
+        .expect("read the event")
+        .map(|row| (row.get("status"), row.get("attempts"), row.get("e")))
+}
+
+#[tokio::test]
+async fn an_event_that_kills_the_process_every_time_ends_in_the_dead_letters() {
+    let dir = temp_dir();
+    let env = [
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_LEASE_SECS", "1"),
+        ("GC_STATUS_MAX_ATTEMPTS", "3"),
+        ("GC_STATUS_FAULT_HANG_ON_TYPE", "test.poison"),
+    ];
+    let mut server = start_binary(dir.path(), &env).await;
+    let client = reqwest::Client::new();
+    let now = gc_status::server::worker::now_ms();
+    let poison =
+        r#"{"event":"test.poison","id":"poison","timestamp":"2026-11-29T10:00:00Z","data":{}}"#;
+    assert_eq!(post(&client, server.addr, poison.to_owned()).await, 202);
+    for i in 0..20 {
+        let body = conversation_event(&format!("ok-{i}"), "q-1", &format!("c-{i}"), "queued", now);
+        assert_eq!(post(&client, server.addr, body).await, 202);
+    }
+
+    // Each run claims the poison event, hangs on it and is killed while holding it.
+    for claims in 1..=3 {
+        wait_until(
+            &format!("the poison event is held for claim {claims}"),
+            Duration::from_secs(30),
+            || async {
+                event_row(dir.path(), "poison")
+                    .await
+                    .is_some_and(|(status, attempts, _)| {
+                        status == "processing" && attempts == claims
+                    })
+            },
+        )
+        .await;
+        server.child.kill().expect("SIGKILL the server");
+        server.child.wait().expect("reap the server");
+        server = start_binary(dir.path(), &env).await;
+    }
+
+    wait_until(
+        "the poison event is dead",
+        Duration::from_secs(30),
+        || async {
+            event_row(dir.path(), "poison")
+                .await
+                .is_some_and(|(status, _, _)| status == "dead")
+        },
+    )
+    .await;
+    let (_, attempts, error) = event_row(dir.path(), "poison").await.expect("row");
+    assert_eq!(attempts, 3);
+    assert!(error.starts_with("abandoned after 3 claims"), "{error}");
+    wait_until(
+        "every other event is done",
+        Duration::from_secs(30),
+        || async {
+            let s = statuses(dir.path()).await;
+            (0..20).all(|i| s.get(&format!("ok-{i}")).is_some_and(|v| v == "done"))
+        },
+    )
+    .await;
+    // Applied once each: 20 distinct conversations waiting, no more, no fewer.
+    let queues: serde_json::Value = client
+        .get(format!("http://{}/api/v2/queues", server.addr))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(queues["queues"][0]["waiting"], 20, "{queues}");
+    assert_eq!(queues["pipeline"]["counts"]["dead"], 1, "{queues}");
+    server.child.kill().expect("stop the server");
+    server.child.wait().expect("reap the server");
+}

@@ -16,7 +16,7 @@ use gc_status::server::{
     rates::RateMeter,
     store::work::{ClaimedEvent, Outcome},
     worker::{
-        interpret::{Effect, IgnoreList, ProcessError},
+        interpret::{Effect, ProcessError, Rules},
         now_ms,
         retry::Backoff,
         Processor, StatsProcessor, Worker, WorkerSettings,
@@ -39,6 +39,7 @@ fn settings(max_attempts: u32) -> WorkerSettings {
         retention: Duration::from_secs(7 * 86_400),
         poll: Duration::from_millis(50),
         grace: Duration::from_secs(1),
+        max_waiting: Duration::from_secs(4 * 3600),
     }
 }
 
@@ -57,7 +58,7 @@ impl Processor for FlakyProcessor {
             )));
         }
         StatsProcessor {
-            ignore: IgnoreList::default(),
+            rules: Rules::default(),
         }
         .process(event)
     }
@@ -249,13 +250,19 @@ async fn an_expired_lease_is_claimed_again_and_applied_once() {
     let t = now_ms();
 
     // Worker A claims with a short lease, then stalls.
-    let claimed = app.db.claim_due(t, 1_000, 10, 111).await.expect("claim");
+    let claimed = app
+        .db
+        .claim_due(t, 1_000, 10, 111, 3)
+        .await
+        .expect("claim")
+        .events;
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         app.db
-            .claim_due(t + 500, 1_000, 10, 222)
+            .claim_due(t + 500, 1_000, 10, 222, 3)
             .await
             .expect("claim")
+            .events
             .len(),
         0,
         "leased"
@@ -268,14 +275,16 @@ async fn an_expired_lease_is_claimed_again_and_applied_once() {
     );
     // A wakes up and completes: its lease is gone, so nothing is applied twice.
     let effect = StatsProcessor {
-        ignore: IgnoreList::default(),
+        rules: Rules::default(),
     }
     .process(&claimed[0])
     .expect("interpretable");
-    let outcomes = vec![(claimed[0].clone(), Outcome::Done(effect))];
+    let mut outcomes = vec![(claimed[0].clone(), Outcome::Done(effect))];
     let late = app
         .db
-        .complete(111, t + 3_000, &outcomes)
+        .complete(111, t + 3_000, &mut outcomes, |_, error| Outcome::Dead {
+            error,
+        })
         .await
         .expect("complete");
     assert_eq!((late.done, late.lost_lease), (0, 1));
@@ -453,7 +462,7 @@ async fn rebuilt_statistics_equal_the_live_ones() {
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
     let live = snapshot(&app).await;
 
-    let applied = gc_status::server::worker::rebuild_stats(&app.db, &IgnoreList::default())
+    let applied = gc_status::server::worker::rebuild_stats(&app.db, &Rules::default())
         .await
         .expect("rebuild");
     assert_eq!(applied, 100);

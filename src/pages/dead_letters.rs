@@ -41,8 +41,12 @@ pub async fn get_dead_letters() -> Result<Vec<DeadLetterSummary>, ServerFnError>
 pub async fn replay_dead_letter(id: String, admin_token: String) -> Result<u64, ServerFnError> {
     use crate::server::{admin::AdminAccess, store::work::Selection, store::Db, worker::now_ms};
     let access = expect_context::<AdminAccess>();
+    let client = leptos_axum::extract::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .await
+        .ok()
+        .map(|axum::extract::ConnectInfo(addr)| addr.ip());
     access
-        .check(&admin_token)
+        .check_from(client, &admin_token)
         .map_err(|err| ServerFnError::new(err.to_string()))?;
     let replayed = expect_context::<Db>()
         .replay_dead_letters(&Selection::Ids(vec![id]), now_ms())

@@ -1,6 +1,11 @@
 //! The admin JSON API for dead letters, behind `Authorization: Bearer <GC_STATUS_ADMIN_TOKEN>`.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Bytes,
@@ -53,7 +58,24 @@ pub struct AdminAccess {
     /// SHA-256 of the admin token; `None` disables admin operations.
     token_digest: Option<Arc<[u8; 32]>>,
     wake_workers: Arc<Notify>,
+    /// Wrong tokens per client address: guessing is slowed down, per client.
+    failures: Arc<Mutex<HashMap<IpAddr, Failures>>>,
 }
+
+/// Wrong admin tokens from one client.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    blocked_until: Instant,
+}
+
+/// Wrong tokens a client may send before each further one locks it out for a while.
+const FREE_FAILURES: u32 = 5;
+/// The longest lock-out: it doubles with each wrong token up to this.
+const MAX_LOCKOUT: Duration = Duration::from_secs(300);
+/// Clients remembered at most; beyond it the quiet ones are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 /// Why an admin operation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,12 +86,17 @@ pub enum AdminDenied {
     Wrong,
     #[error("admin operations are disabled: set GC_STATUS_ADMIN_TOKEN")]
     Disabled,
+    #[error("too many wrong admin tokens from this address; retry in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
 }
 
 impl From<AdminDenied> for ApiError {
     fn from(denied: AdminDenied) -> Self {
         match denied {
             AdminDenied::Missing => ApiError::AdminUnauthorized,
+            AdminDenied::Throttled { retry_after_secs } => {
+                ApiError::TooManyRequests { retry_after_secs }
+            }
             other => ApiError::Forbidden(other.to_string()),
         }
     }
@@ -84,6 +111,7 @@ impl AdminAccess {
         AdminAccess {
             token_digest,
             wake_workers,
+            failures: Arc::default(),
         }
     }
 
@@ -104,6 +132,59 @@ impl AdminAccess {
         } else {
             Err(AdminDenied::Wrong)
         }
+    }
+
+    /// [`Self::check`] for a request from `client`: after [`FREE_FAILURES`] wrong tokens from
+    /// one address, each further one locks that address out for a doubling time (429), and
+    /// is logged. Other addresses, and so the real admin elsewhere, are not slowed down.
+    pub fn check_from(&self, client: Option<IpAddr>, presented: &str) -> Result<(), AdminDenied> {
+        let Some(client) = client else {
+            return self.check(presented);
+        };
+        let now = Instant::now();
+        if let Some(f) = self.failures_of().get(&client) {
+            if f.blocked_until > now {
+                let wait = f.blocked_until - now;
+                return Err(AdminDenied::Throttled {
+                    retry_after_secs: wait.as_secs().max(1),
+                });
+            }
+        }
+        let result = self.check(presented);
+        let mut failures = self.failures_of();
+        match result {
+            Err(AdminDenied::Wrong) => {
+                if failures.len() >= MAX_TRACKED_CLIENTS {
+                    failures.retain(|_, f| now.duration_since(f.last) < MAX_LOCKOUT);
+                }
+                let f = failures.entry(client).or_insert(Failures {
+                    count: 0,
+                    last: now,
+                    blocked_until: now,
+                });
+                f.count = f.count.saturating_add(1);
+                f.last = now;
+                if f.count > FREE_FAILURES {
+                    let doublings = (f.count - FREE_FAILURES - 1).min(16);
+                    let lockout = Duration::from_secs(1u64 << doublings).min(MAX_LOCKOUT);
+                    f.blocked_until = now + lockout;
+                    tracing::warn!(%client, failures = f.count, lockout_secs = lockout.as_secs(), "repeated wrong admin tokens; locking the address out");
+                } else {
+                    tracing::warn!(%client, failures = f.count, "wrong admin token");
+                }
+            }
+            Ok(()) => {
+                failures.remove(&client);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn failures_of(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts a replay and wakes the workers to process it.
@@ -138,7 +219,8 @@ async fn require_admin(
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .unwrap_or_default();
-    state.admin.check(presented)?;
+    let client = crate::server::serve::client_addr(request.extensions()).map(|a| a.ip());
+    state.admin.check_from(client, presented)?;
     Ok(next.run(request).await)
 }
 

@@ -93,7 +93,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.db.event_counts().await?;
+    let counts = state.status.snapshot().await?.pipeline.counts;
     metrics::gauge!("gc_status_events_pending").set((counts.pending + counts.retrying) as f64);
     metrics::gauge!("gc_status_events_dead").set(counts.dead as f64);
     Ok((

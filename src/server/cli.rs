@@ -13,7 +13,7 @@ use super::{
         work::{DeadLetterFilter, Selection},
         Db,
     },
-    worker::{self, interpret::IgnoreList, now_ms},
+    worker::{self, now_ms},
 };
 
 pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
@@ -21,8 +21,7 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
     drop(writer);
     let result = match command {
         Command::RebuildStats => {
-            let ignore = IgnoreList::new(config.worker.ignore_topics.iter().cloned());
-            let applied = worker::rebuild_stats(&db, &ignore).await?;
+            let applied = worker::rebuild_stats(&db, &config.worker.rules()).await?;
             println!("rebuilt queue statistics from {applied} processed events");
             Ok(())
         }

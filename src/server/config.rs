@@ -100,9 +100,42 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_INGEST_QUEUE", default_value_t = 8192)]
     pub ingest_queue: usize,
 
+    /// Payload bytes that may wait for the writer at once (bounds its memory); beyond that
+    /// webhooks get 503 at once.
+    #[arg(long, env = "GC_STATUS_INGEST_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub ingest_queue_bytes: usize,
+
     /// Most webhooks committed in one transaction.
     #[arg(long, env = "GC_STATUS_MAX_BATCH", default_value_t = 1024)]
     pub max_batch: usize,
+
+    /// Largest the database may grow (MiB); past it webhooks get 503 (as on a full disk)
+    /// until retention or an admin frees space. Unset: limited by the disk only.
+    #[arg(long, env = "GC_STATUS_MAX_DATABASE_MB")]
+    pub max_database_mb: Option<u64>,
+
+    /// Longest a client may take to send a request's head, and then its body (seconds);
+    /// slower requests are cut off (a slow body with 408).
+    #[arg(
+        long,
+        env = "GC_STATUS_REQUEST_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub request_read_timeout_secs: u64,
+
+    /// Webhook requests handled at once; more get 503 at once (the sender retries).
+    #[arg(long, env = "GC_STATUS_MAX_WEBHOOKS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_webhooks_in_flight: usize,
+
+    /// Page, API and stream requests handled at once; more get 503, so readers can never
+    /// starve webhooks of the server (nor webhooks the readers).
+    #[arg(long, env = "GC_STATUS_MAX_READS_IN_FLIGHT", default_value_t = 512)]
+    pub max_reads_in_flight: usize,
+
+    /// How long one status snapshot serves every reader (page, queues API, metrics, streams)
+    /// before the next database read (milliseconds).
+    #[arg(long, env = "GC_STATUS_STATUS_CACHE_MS", default_value_t = 500)]
+    pub status_cache_ms: u64,
 
     #[command(flatten)]
     pub worker: WorkerConfig,
@@ -157,6 +190,39 @@ pub struct WorkerConfig {
     /// How long a queue observation stays authoritative (seconds).
     #[arg(long, env = "GC_STATUS_OBSERVATION_TTL_SECS", default_value_t = 300)]
     pub observation_ttl_secs: u64,
+
+    /// How far an event's own time may lie after its receipt (seconds); later times are a
+    /// wrong sender clock and the event is dead-lettered with that reason.
+    #[arg(long, env = "GC_STATUS_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
+    pub max_clock_skew_secs: u64,
+
+    /// A conversation waiting longer than this (seconds) lost its end event: it stops counting
+    /// as waiting and is pruned, so "longest wait" cannot grow forever.
+    #[arg(long, env = "GC_STATUS_MAX_WAITING_SECS", default_value_t = 4 * 3600)]
+    pub max_waiting_secs: u64,
+
+    /// Fault injection for the crash-loop tests: processing an event of exactly this type
+    /// hangs its worker forever, as a poison event would. Never set it in production.
+    #[arg(long, env = "GC_STATUS_FAULT_HANG_ON_TYPE", hide = true)]
+    pub fault_hang_on_type: Option<String>,
+}
+
+impl WorkerConfig {
+    /// How events are interpreted.
+    pub fn rules(&self) -> crate::server::worker::interpret::Rules {
+        crate::server::worker::interpret::Rules {
+            ignore: crate::server::worker::interpret::IgnoreList::new(
+                self.ignore_topics.iter().cloned(),
+            ),
+            max_clock_skew_ms: i64::try_from(self.max_clock_skew_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    /// [`Self::max_waiting_secs`] in milliseconds.
+    pub fn max_waiting_ms(&self) -> i64 {
+        i64::try_from(self.max_waiting_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
 }
 
 /// Operator commands; without one, gc-status serves.

@@ -1,6 +1,6 @@
 //! Operational routes (`/healthz`, `/readyz`) and the one-line-per-request log.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use axum::{
     extract::{Request, State},
@@ -12,7 +12,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{state::AppState, store::Db};
+use super::{health::Health, state::AppState, store::Db};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,23 +25,29 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and its schema is current.
-async fn readyz(State(db): State<Db>) -> Response {
+/// Ready: the database answers, its schema is current, every background task runs and the
+/// last commit did not hit a storage fault. Otherwise 503 with each unhealthy part and why,
+/// e.g. `{"status":"not_ready","unhealthy":{"storage":"the disk ... is full"}}`.
+async fn readyz(State(db): State<Db>, State(health): State<Health>) -> Response {
+    let mut unhealthy: BTreeMap<&'static str, String> = health.problems();
     match db.is_ready().await {
-        Ok(true) => Json(json!({ "status": "ready" })).into_response(),
-        Ok(false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "detail": "database migrations are not applied" })),
-        )
-            .into_response(),
+        Ok(true) => {}
+        Ok(false) => {
+            unhealthy.insert("database", "migrations are not applied".into());
+        }
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not_ready", "detail": "the database does not answer" })),
-            )
-                .into_response()
+            unhealthy.insert("database", "the database does not answer".into());
         }
+    }
+    if unhealthy.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "unhealthy": unhealthy })),
+        )
+            .into_response()
     }
 }
 

@@ -1,9 +1,10 @@
 //! Building and running the application: bind, open the store, serve, shut down cleanly.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{middleware, Router};
+use futures_util::future::BoxFuture;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::{
@@ -16,13 +17,19 @@ use tokio_util::sync::CancellationToken;
 use super::{
     admin, api,
     config::Config,
+    health::Health,
     http, ingest,
     ingest::auth::SenderAuth,
     rates::RateMeter,
+    serve::{self, serve, Limits},
     state::AppState,
     status::{StatusFeed, StatusSource},
-    store::{self, writer::IngestWriter, Db},
-    worker::{interpret::IgnoreList, StatsProcessor, Worker, WorkerSettings},
+    store::{
+        self,
+        writer::{IngestWriter, WriterSettings},
+        Db,
+    },
+    worker::{HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use crate::app::{shell, App};
 
@@ -40,6 +47,9 @@ pub struct Application {
     feed: StatusFeed,
     status: Arc<StatusSource>,
     shutdown: CancellationToken,
+    health: Health,
+    extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)>,
+    read_timeout: Duration,
 }
 
 impl Application {
@@ -60,24 +70,37 @@ impl Application {
             &config.worker.timezone,
             config.worker.queue_names_file.as_deref(),
         )?;
-        let (db, writer_conn) = store::open(&config.database_url, config.store_timeout()).await?;
+        let (db, writer_conn) = store::open_with(
+            &config.database_url,
+            config.store_timeout(),
+            config
+                .max_database_mb
+                .map(|mb| mb.saturating_mul(1024 * 1024)),
+        )
+        .await?;
+        db.recount_totals()
+            .await
+            .context("cannot recount the stored events")?;
         let wake_workers = Arc::new(Notify::new());
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
+        let health = Health::default();
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
-            config.ingest_queue,
-            config.max_batch,
-            config.store_timeout(),
-            db.write_gate(),
-            wake_workers.clone(),
-            ingested.clone(),
+            WriterSettings {
+                queue_capacity: config.ingest_queue,
+                queue_bytes: config.ingest_queue_bytes,
+                max_batch: config.max_batch,
+                timeout: config.store_timeout(),
+                gate: db.write_gate(),
+                committed: wake_workers.clone(),
+                ingested: ingested.clone(),
+                health: health.clone(),
+            },
         );
         let worker = Worker::new(
             db.clone(),
-            Arc::new(StatsProcessor {
-                ignore: IgnoreList::new(config.worker.ignore_topics.iter().cloned()),
-            }),
+            processor(&config),
             WorkerSettings::from_config(&config.worker),
             processed.clone(),
         );
@@ -86,8 +109,11 @@ impl Application {
             timezone,
             names,
             observation_ttl: Duration::from_secs(config.worker.observation_ttl_secs),
+            max_waiting: Duration::from_secs(config.worker.max_waiting_secs),
             ingested,
             processed,
+            cache_for: Duration::from_millis(config.status_cache_ms),
+            cache: Default::default(),
         });
         let admin = admin::AdminAccess::new(
             config
@@ -122,6 +148,8 @@ impl Application {
             feed: feed.clone(),
             metrics: api::metrics_handle(),
             shutdown: shutdown.clone(),
+            health: health.clone(),
+            limits: Limits::from_config(&config),
         };
         let router = router(state);
         Ok(Application {
@@ -134,6 +162,9 @@ impl Application {
             feed,
             status,
             shutdown,
+            health,
+            extra_tasks: Vec::new(),
+            read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
         })
     }
 
@@ -152,8 +183,29 @@ impl Application {
         self.worker.clone()
     }
 
+    /// Adds a background task to run (and supervise) beside the built-in ones: if it ends
+    /// before shutdown, the process stops with an error, as for any of gc-status's own tasks.
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.extra_tasks.push((name, Box::pin(task)));
+    }
+
+    /// Stops the writer task as a crash would (tests of supervision).
+    #[doc(hidden)]
+    pub fn crash_writer(&self) {
+        self.writer_task.abort();
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, answers in-flight requests,
     /// commits everything already received and closes the database.
+    ///
+    /// Every background task is supervised: if one ends or panics before shutdown, `/readyz`
+    /// says which and why, the server shuts down as on SIGTERM (committing what it can) and
+    /// this returns an error, so the process exits non-zero and its service manager restarts
+    /// it. A process whose writer died never stays up answering every webhook with 503.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -168,31 +220,164 @@ impl Application {
             feed,
             status,
             shutdown: stop,
+            health,
+            extra_tasks,
+            read_timeout,
         } = self;
-        let mut workers: JoinSet<()> = worker.spawn(wake_workers, stop.clone());
-        workers.spawn(checkpoint_periodically(db.clone(), stop.clone()));
-        workers.spawn(feed.run(status, stop.clone()));
+        let mut tasks = Supervised::default();
+        let workers = worker.spawn(wake_workers, stop.clone());
+        if !workers.is_empty() {
+            tasks.adopt("worker", workers);
+        }
+        tasks.spawn(
+            "checkpoint",
+            checkpoint_periodically(db.clone(), stop.clone()),
+        );
+        tasks.spawn("status feed", feed.run(status, stop.clone()));
+        for (name, task) in extra_tasks {
+            tasks.spawn(name, task);
+        }
+        let mut writer_task = Some(writer_task);
+
         let stop_on_signal = stop.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Ends live streams and stops workers claiming new events.
-                stop_on_signal.cancel();
-            })
-            .await
-            .context("the HTTP server failed");
+        let serving = tokio::spawn(serve(listener, router, read_timeout, async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop_on_signal.cancelled() => {}
+            }
+        }));
+        // Watch the tasks until shutdown begins (by signal or by a failure).
+        let failure = tokio::select! {
+            failure = tasks.first_failure(&mut writer_task) => Some(failure),
+            () = stop.cancelled() => None,
+        };
+        if let Some((part, cause)) = &failure {
+            tracing::error!(
+                part,
+                cause,
+                "a background task stopped; shutting down to be restarted"
+            );
+            health.fail(part, cause.clone());
+        }
+        // Ends live streams, stops workers claiming and the server accepting.
         stop.cancel();
-        while workers.join_next().await.is_some() {}
-        served?;
+        let served = match serving.await {
+            Ok(result) => result,
+            Err(err) => Err(anyhow::anyhow!("the HTTP server task failed: {err}")),
+        };
+        tasks.finish().await;
         // The router (and with it every writer handle) is gone: the writer drains and stops.
-        match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer_task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "the writer task failed"),
-            Err(_) => tracing::error!("the writer did not finish draining in time"),
+        if let Some(writer_task) = writer_task {
+            match tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer_task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "the writer task failed"),
+                Err(_) => tracing::error!("the writer did not finish draining in time"),
+            }
         }
         db.close().await;
+        served?;
+        if let Some((part, cause)) = failure {
+            anyhow::bail!(
+                "{part} stopped unexpectedly ({cause}); gc-status exits so that it is restarted"
+            );
+        }
         tracing::info!("gc-status stopped cleanly");
         Ok(())
+    }
+}
+
+/// Background tasks by name, to tell which one stopped.
+#[derive(Default)]
+struct Supervised {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Supervised {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    fn adopt(&mut self, name: &'static str, mut tasks: JoinSet<()>) {
+        self.spawn(name, async move {
+            // One supervised task for the group: it ends (unexpectedly) when any member does.
+            if let Some(ended) = tasks.join_next().await {
+                if let Err(err) = ended {
+                    if err.is_panic() {
+                        std::panic::resume_unwind(err.into_panic());
+                    }
+                }
+                // The others keep going until shutdown; wait for them so leases are released.
+                while tasks.join_next().await.is_some() {}
+            }
+        });
+    }
+
+    /// Resolves with the name and cause of the first task (or the writer) to stop.
+    async fn first_failure(
+        &mut self,
+        writer: &mut Option<JoinHandle<()>>,
+    ) -> (&'static str, String) {
+        let writer_ended = async {
+            match writer.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            Some(joined) = self.set.join_next_with_id() => Ok(joined),
+            ended = writer_ended => Err(ended),
+        };
+        match ended {
+            Ok(joined) => {
+                let (id, cause) = match joined {
+                    Ok((id, ())) => (id, "ended unexpectedly".to_owned()),
+                    Err(err) => (err.id(), describe(err)),
+                };
+                (
+                    self.names.get(&id).copied().unwrap_or("a background task"),
+                    cause,
+                )
+            }
+            Err(ended) => {
+                *writer = None;
+                let cause = match ended {
+                    Ok(()) => "ended unexpectedly".to_owned(),
+                    Err(err) => describe(err),
+                };
+                ("writer", cause)
+            }
+        }
+    }
+
+    /// Waits for every task to end (they stop on the cancelled token).
+    async fn finish(mut self) {
+        while let Some(joined) = self.set.join_next_with_id().await {
+            if let Err(err) = joined {
+                let name = self
+                    .names
+                    .get(&err.id())
+                    .copied()
+                    .unwrap_or("a background task");
+                tracing::error!(task = name, "{}", describe(err));
+            }
+        }
+    }
+}
+
+/// A task's end as text: its panic message, or that it was cancelled.
+fn describe(err: tokio::task::JoinError) -> String {
+    if err.is_panic() {
+        let panic = err.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        format!("panicked: {message}")
+    } else {
+        "was cancelled".to_owned()
     }
 }
 
@@ -216,21 +401,53 @@ fn router(state: AppState) -> Router {
             move || shell(shell_options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Outermost last: every request is logged, including those shed by the limit.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            serve::limit_in_flight,
+        ))
         .layer(middleware::from_fn(http::log_request))
         .with_state(state)
 }
 
+/// The event processor, with the fault injection of the crash-loop tests when asked for.
+fn processor(config: &Config) -> Arc<dyn Processor> {
+    let stats = StatsProcessor {
+        rules: config.worker.rules(),
+    };
+    match &config.worker.fault_hang_on_type {
+        Some(event_type) => {
+            tracing::warn!(%event_type, "fault injection: workers hang on this event type");
+            Arc::new(HangingProcessor {
+                inner: stats,
+                hang_on_type: event_type.clone(),
+            })
+        }
+        None => Arc::new(stats),
+    }
+}
+
 /// Keeps the WAL short. Connections never checkpoint on commit (see `store::open`), so this
-/// is the one place it happens, off every request's path.
+/// is the one place it happens, off every request's path. Once the WAL is fully copied and no
+/// frame was added for a whole interval (quiet after a burst), it is truncated to zero.
 async fn checkpoint_periodically(db: Db, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(1);
+    let mut last_len = 0;
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(err) = db.checkpoint().await {
-            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+        match db.checkpoint().await {
+            Ok((len, copied)) => {
+                if copied && len > 0 && len == last_len {
+                    if let Err(err) = db.truncate_wal().await {
+                        tracing::warn!(error = %err, "truncating the WAL failed; retrying");
+                    }
+                }
+                last_len = len;
+            }
+            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed; retrying"),
         }
     }
 }

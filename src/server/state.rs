@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     admin::AdminAccess,
+    health::Health,
     ingest::auth::SenderAuth,
+    serve::Limits,
     status::{StatusFeed, StatusSource},
     store::{writer::IngestWriter, Db},
 };
@@ -30,4 +32,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cancelled on shutdown: ends streams and stops workers.
     pub shutdown: CancellationToken,
+    /// What `/readyz` reports besides the database.
+    pub health: Health,
+    /// Requests in flight per kind, and the body read timeout.
+    pub limits: Limits,
 }

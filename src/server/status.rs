@@ -18,8 +18,15 @@ pub struct StatusSource {
     pub timezone: jiff::tz::TimeZone,
     pub names: HashMap<String, String>,
     pub observation_ttl: Duration,
+    /// Open conversations older than this no longer count (their end event was lost).
+    pub max_waiting: Duration,
     pub ingested: Arc<RateMeter>,
     pub processed: Arc<RateMeter>,
+    /// How long a snapshot is served to readers before the next one is read.
+    pub cache_for: Duration,
+    /// The last snapshot and when it was read; the lock also makes concurrent readers wait
+    /// for one database read instead of each starting their own.
+    pub cache: tokio::sync::Mutex<Option<(std::time::Instant, StatusSnapshot)>>,
 }
 
 impl StatusSource {
@@ -54,7 +61,23 @@ impl StatusSource {
         Ok((tz, names))
     }
 
+    /// The current status: the cached snapshot while it is younger than `cache_for`, so
+    /// the page, the queues API, `/metrics` and every stream share one database read per
+    /// interval however many readers there are.
     pub async fn snapshot(&self) -> anyhow::Result<StatusSnapshot> {
+        let mut cache = self.cache.lock().await;
+        if let Some((read_at, snapshot)) = &*cache {
+            if read_at.elapsed() < self.cache_for {
+                return Ok(snapshot.clone());
+            }
+        }
+        let fresh = self.read().await?;
+        *cache = Some((std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+
+    /// Reads a new snapshot from the database.
+    async fn read(&self) -> anyhow::Result<StatusSnapshot> {
         let now = jiff::Timestamp::now();
         let (day_start, day_end) = day_bounds(now, &self.timezone)?;
         let window = StatsWindow {
@@ -62,6 +85,9 @@ impl StatusSource {
             day_start,
             day_end,
             fresh_after: now.as_millisecond() - self.observation_ttl.as_millis() as i64,
+            open_since: now
+                .as_millisecond()
+                .saturating_sub(i64::try_from(self.max_waiting.as_millis()).unwrap_or(i64::MAX)),
             names: &self.names,
         };
         let counts = self.db.event_counts().await?;
@@ -82,7 +108,7 @@ impl StatusSource {
 }
 
 /// How often the feed looks for changes; unchanged snapshots are not sent.
-const FEED_INTERVAL: Duration = Duration::from_millis(500);
+pub const FEED_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The live status for every open stream: one task computes the snapshot (as JSON), and only
 /// while someone is listening, however many pages are open.

@@ -60,6 +60,8 @@ pub async fn spawn_on(database_url: &str, configure: impl FnOnce(&mut Config)) -
     config.admin_token = Some(ADMIN_TOKEN.into());
     // Tests drive processing by hand (`worker().run_batch`) unless they ask for workers.
     config.worker.workers = 0;
+    // Tests read the status right after changing it; the cache has a test of its own.
+    config.status_cache_ms = 0;
     configure(&mut config);
     let app = Application::build(config)
         .await

@@ -264,7 +264,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::server::worker::interpret::{interpret, IgnoreList};
+    use crate::server::worker::interpret::{interpret, Rules};
 
     /// JSON-looking text built from the pieces the parser cares about, so that generated inputs
     /// reach deep into validation rather than failing at the first byte.
@@ -309,7 +309,7 @@ mod properties {
             if let Ok(envelope) = parse(body.as_bytes()) {
                 prop_assert!(!envelope.event_id.is_empty());
                 prop_assert!(!envelope.event_type.trim().is_empty());
-                let _ = interpret(&envelope.event_type, body.as_bytes(), 0, &IgnoreList::default());
+                let _ = interpret(&envelope.event_type, body.as_bytes(), 0, &Rules::default());
             }
         }
     }

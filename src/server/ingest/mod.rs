@@ -4,4 +4,4 @@ pub mod auth;
 pub mod envelope;
 mod receive;
 
-pub use receive::router;
+pub use receive::{router, WEBHOOK_PATH};

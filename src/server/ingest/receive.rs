@@ -68,12 +68,15 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+    // A body trickled in slowly holds a connection and memory: cut it off.
+    let reading = Limited::new(body, limit).collect();
+    let body = match tokio::time::timeout(state.limits.body_timeout, reading).await {
+        Err(_) => return Err(ApiError::RequestTimeout),
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(_) => return Err(ApiError::UnreadableBody),
+        Ok(Err(_)) => return Err(ApiError::UnreadableBody),
     };
 
     state
@@ -85,21 +88,24 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         })?;
 
     let envelope = envelope::parse(&body)?;
-    let event_id = envelope.event_id;
-    let stored = state
+    let receipt = state
         .writer
         .store(NewEvent {
-            id: event_id.clone(),
+            id: envelope.event_id,
             event_type: envelope.event_type,
             payload: body,
             received_at: jiff::Timestamp::now().as_millisecond(),
         })
         .await?;
+    if receipt.id_reused && receipt.stored == Stored::New {
+        // Senders that reuse an id (a conversation id per state change) show up here.
+        metrics::counter!("gc_status_event_id_reused_total").increment(1);
+    }
 
     Ok(Accepted {
         accepted: true,
-        id: event_id,
-        duplicate: stored == Stored::Duplicate,
+        id: receipt.id,
+        duplicate: receipt.stored == Stored::Duplicate,
     })
 }
 

@@ -12,8 +12,9 @@ use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use sqlx::{
+    pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    ConnectOptions as _, SqliteConnection, SqlitePool,
+    ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, SqlitePool,
 };
 
 /// Migrations embedded in the binary; applied on start-up.
@@ -44,6 +45,53 @@ impl WriteGate {
     }
 }
 
+/// A pooled connection inside the write gate. Taken in that order — connection first, then
+/// the gate — so nobody holds the gate while waiting for a connection (readers would then
+/// hold up every writer, webhooks included).
+pub(crate) struct Writing<'a> {
+    conn: PoolConnection<Sqlite>,
+    _gate: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+/// Adds to the maintained counts (`event_totals`) in the transaction that changed them.
+pub(crate) async fn add_totals(
+    tx: &mut SqliteConnection,
+    done: i64,
+    dead_events: i64,
+    dead_letters: i64,
+) -> sqlx::Result<()> {
+    if (done, dead_events, dead_letters) == (0, 0, 0) {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE event_totals SET n = n + CASE name WHEN 'done' THEN ?1
+                                               WHEN 'dead_events' THEN ?2
+                                               ELSE ?3 END",
+    )
+    .bind(done)
+    .bind(dead_events)
+    .bind(dead_letters)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Bytes the WAL file is truncated to when it restarts.
+const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
+
 /// Connection settings shared by the pool and the writer.
 ///
 /// WAL lets readers run beside the single writer; `synchronous=FULL` makes a commit durable
@@ -52,13 +100,67 @@ fn connect_options(
     database_url: &str,
     busy_timeout: Duration,
 ) -> anyhow::Result<SqliteConnectOptions> {
+    // sqlx would read `postgres://user@host/db` as a relative SQLite path and quietly create
+    // a file under a directory named `postgres:`. Refuse anything that is not SQLite.
+    let scheme = database_url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if scheme.as_deref() != Some("sqlite") {
+        anyhow::bail!(
+            "GC_STATUS_DATABASE_URL `{}` is not a database gc-status can use: this version \
+             stores events in SQLite only; use a URL such as sqlite://data/gc-status.db",
+            redact_url(database_url)
+        );
+    }
     let options = SqliteConnectOptions::from_str(database_url)
         .with_context(|| format!("GC_STATUS_DATABASE_URL `{database_url}` is not a SQLite URL (e.g. sqlite://data/gc-status.db)"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(busy_timeout);
+        .busy_timeout(busy_timeout)
+        // After a burst, the WAL file shrinks back to this once it restarts (see
+        // `Db::checkpoint`), instead of keeping its largest size for ever.
+        .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
     Ok(options)
+}
+
+/// Why a database error means "try again later", or `None` for any other error (a bug, a
+/// corrupt file): only the former answer 503, the rest an opaque 500 logged in detail.
+pub fn retry_reason(err: &sqlx::Error) -> Option<&'static str> {
+    match err {
+        sqlx::Error::PoolTimedOut => Some("the database is busy"),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some("the database is closed"),
+        sqlx::Error::Io(_) => Some("the database file cannot be read or written"),
+        sqlx::Error::Database(e) => {
+            // SQLite reports extended result codes; the primary code is the low byte.
+            let code: i64 = e.code()?.parse().ok()?;
+            match code & 0xff {
+                5 | 6 => Some("the database is busy"),
+                13 => Some("the disk (or GC_STATUS_MAX_DATABASE_MB) is full"),
+                8 => Some("the database is read-only"),
+                10 => Some("the database file cannot be read or written"),
+                14 => Some("the database file cannot be opened"),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `database_url` without a password, for messages.
+fn redact_url(database_url: &str) -> String {
+    match (database_url.find("://"), database_url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &database_url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                &database_url[..scheme_end + 3],
+                &database_url[at..]
+            )
+        }
+        _ => database_url.to_owned(),
+    }
 }
 
 /// Opens (creating if needed) the database, applies migrations and returns the read pool and
@@ -67,7 +169,21 @@ pub async fn open(
     database_url: &str,
     busy_timeout: Duration,
 ) -> anyhow::Result<(Db, SqliteConnection)> {
-    let options = connect_options(database_url, busy_timeout)?;
+    open_with(database_url, busy_timeout, None).await
+}
+
+/// [`open`], with the database limited to `max_bytes` (`GC_STATUS_MAX_DATABASE_MB`): past it,
+/// writes fail as on a full disk (503, retried) instead of filling the disk.
+pub async fn open_with(
+    database_url: &str,
+    busy_timeout: Duration,
+    max_bytes: Option<u64>,
+) -> anyhow::Result<(Db, SqliteConnection)> {
+    let mut options = connect_options(database_url, busy_timeout)?;
+    if let Some(max_bytes) = max_bytes {
+        // SQLite's default page size; the limit is in pages and per connection.
+        options = options.pragma("max_page_count", (max_bytes / 4096).max(1).to_string());
+    }
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() && file != Path::new(":memory:") {
@@ -113,11 +229,46 @@ impl Db {
         self.write_gate.clone()
     }
 
+    /// A connection for a write transaction, inside the write gate (see [`Writing`]).
+    pub(crate) async fn writing(&self) -> sqlx::Result<Writing<'_>> {
+        let conn = self.pool.acquire().await?;
+        let gate = self.write_gate.enter().await;
+        Ok(Writing { conn, _gate: gate })
+    }
+
+    /// Recounts the maintained totals from the tables (at start-up: heals any drift left by
+    /// manual SQL). One short write transaction; the counts use indexes.
+    pub async fn recount_totals(&self) -> sqlx::Result<()> {
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE event_totals SET n = CASE name
+                 WHEN 'done' THEN (SELECT COUNT(*) FROM events WHERE status = 'done')
+                 WHEN 'dead_events' THEN (SELECT COUNT(*) FROM events WHERE status = 'dead')
+                 ELSE (SELECT COUNT(*) FROM dead_letters) END",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
     /// Copies the WAL back into the database file without blocking writers (PASSIVE), so
-    /// the WAL stays small. Runs outside the write gate, off the ingest path.
-    pub async fn checkpoint(&self) -> sqlx::Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
+    /// the WAL stays short. Runs outside the write gate, off the ingest path. Returns the
+    /// WAL's length in frames and whether all of it is copied.
+    pub async fn checkpoint(&self) -> sqlx::Result<(i64, bool)> {
+        let (_busy, log, copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((log, log == copied))
+    }
+
+    /// Empties the WAL file (TRUNCATE checkpoint) inside the write gate: for quiet moments
+    /// after a burst, when no write would restart (and so shrink) the WAL.
+    pub async fn truncate_wal(&self) -> sqlx::Result<()> {
+        let mut w = self.writing().await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *w)
             .await?;
         Ok(())
     }

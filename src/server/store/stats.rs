@@ -1,9 +1,9 @@
 //! Queue statistics: applying event effects, reading per-queue status, rebuilding.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::{Connection as _, Row as _, SqliteConnection};
 
 use super::Db;
 use crate::{
@@ -11,25 +11,83 @@ use crate::{
     server::worker::interpret::Effect,
 };
 
+/// The queues each conversation is known in.
+pub type Routes = HashMap<String, BTreeSet<String>>;
+
+/// Where the conversation updates among `effects` that name no queue apply: the queues where
+/// their conversation is already stored, or named by another update in `effects`. A
+/// conversation missing from the result is known nowhere.
+pub async fn routes<'a>(
+    tx: &mut SqliteConnection,
+    effects: impl Iterator<Item = &'a Effect>,
+) -> sqlx::Result<Routes> {
+    let mut routes = Routes::new();
+    let mut wanted = Vec::new();
+    let mut named = Vec::new();
+    for effect in effects {
+        if let Effect::Conversation(c) = effect {
+            match &c.queue_id {
+                None => wanted.push(c.conversation_id.as_str()),
+                Some(queue) => named.push((c.conversation_id.as_str(), queue)),
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(routes);
+    }
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, queue_id FROM conversations
+          WHERE conversation_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json!(wanted).to_string())
+    .fetch_all(&mut *tx)
+    .await?;
+    for (conversation, queue) in stored {
+        routes.entry(conversation).or_default().insert(queue);
+    }
+    for (conversation, queue) in named {
+        if wanted.contains(&conversation) {
+            routes
+                .entry(conversation.to_owned())
+                .or_default()
+                .insert(queue.clone());
+        }
+    }
+    Ok(routes)
+}
+
 /// Writes the effects of done events. Every merge is order-independent and idempotent: the
-/// earliest time wins for each conversation milestone and the newest observation wins.
+/// earliest time wins for each conversation milestone and the newest observation wins. An
+/// update without a queue applies to each of its conversation's queues in `routes`.
 pub async fn apply<'a>(
     tx: &mut SqliteConnection,
     effects: impl Iterator<Item = &'a Effect>,
+    routes: &Routes,
 ) -> sqlx::Result<()> {
     let mut conversations = Vec::new();
     let mut observations = Vec::new();
     let mut names = Vec::new();
+    let no_queues = BTreeSet::new();
     for effect in effects {
         match effect {
             Effect::Ignored => {}
             Effect::Conversation(c) => {
-                conversations.push(json!({
-                    "q": c.queue_id, "c": c.conversation_id, "m": c.media_type,
-                    "qa": c.queued_at, "aa": c.answered_at, "ea": c.ended_at, "o": c.outcome,
-                }));
-                if let Some(name) = &c.queue_name {
-                    names.push(json!({ "q": c.queue_id, "n": name }));
+                let queues: Vec<&String> = match &c.queue_id {
+                    Some(queue) => vec![queue],
+                    None => routes
+                        .get(&c.conversation_id)
+                        .unwrap_or(&no_queues)
+                        .iter()
+                        .collect(),
+                };
+                for queue in queues {
+                    conversations.push(json!({
+                        "q": queue, "c": c.conversation_id, "m": c.media_type,
+                        "qa": c.queued_at, "aa": c.answered_at, "ea": c.ended_at, "o": c.outcome,
+                    }));
+                    if let Some(name) = &c.queue_name {
+                        names.push(json!({ "q": queue, "n": name }));
+                    }
                 }
             }
             Effect::Observation(o) => observations.push(json!({
@@ -99,32 +157,41 @@ pub struct StatsWindow<'a> {
     pub day_end: i64,
     /// Observations newer than this are authoritative.
     pub fresh_after: i64,
+    /// Open conversations whose last milestone is older than this lost their end event:
+    /// they no longer count as waiting or interacting.
+    pub open_since: i64,
     /// Names from the configured names file.
     pub names: &'a HashMap<String, String>,
 }
 
 impl Db {
-    /// How many events are in each state.
+    /// How many events are in each state. Open states are counted over the status index
+    /// (bounded by the backlog); done and dead come from the maintained totals, so the cost
+    /// does not grow with the events kept.
     pub async fn event_counts(&self) -> sqlx::Result<EventCounts> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM events WHERE status = 'pending') AS pending,
                     (SELECT COUNT(*) FROM events WHERE status = 'pending' AND attempts > 0)
                         AS retrying,
                     (SELECT COUNT(*) FROM events WHERE status = 'processing') AS processing,
-                    (SELECT COUNT(*) FROM events WHERE status = 'done') AS done,
-                    (SELECT COUNT(*) FROM dead_letters) AS dead,
-                    (SELECT COUNT(*) FROM events) AS total",
+                    (SELECT n FROM event_totals WHERE name = 'done') AS done,
+                    (SELECT n FROM event_totals WHERE name = 'dead_letters') AS dead,
+                    (SELECT n FROM event_totals WHERE name = 'dead_events') AS dead_events",
         )
         .fetch_one(&self.pool)
         .await?;
+        let pending: i64 = row.try_get("pending")?;
         let retrying: i64 = row.try_get("retrying")?;
+        let processing: i64 = row.try_get("processing")?;
+        let done: i64 = row.try_get::<Option<i64>, _>("done")?.unwrap_or(0);
+        let dead_events: i64 = row.try_get::<Option<i64>, _>("dead_events")?.unwrap_or(0);
         Ok(EventCounts {
-            pending: row.try_get::<i64, _>("pending")? - retrying,
+            pending: pending - retrying,
             retrying,
-            processing: row.try_get("processing")?,
-            done: row.try_get("done")?,
-            dead: row.try_get("dead")?,
-            total: row.try_get("total")?,
+            processing,
+            done,
+            dead: row.try_get::<Option<i64>, _>("dead")?.unwrap_or(0),
+            total: pending + processing + done + dead_events,
         })
     }
 
@@ -140,10 +207,10 @@ impl Db {
         let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
         let derived = sqlx::query(
             "SELECT queue_id,
-                coalesce(SUM(queued_at IS NOT NULL AND answered_at IS NULL AND ended_at IS NULL), 0)
+                coalesce(SUM(queued_at >= ?3 AND answered_at IS NULL AND ended_at IS NULL), 0)
                     AS waiting,
-                coalesce(SUM(answered_at IS NOT NULL AND ended_at IS NULL), 0) AS interacting,
-                MIN(CASE WHEN queued_at IS NOT NULL AND answered_at IS NULL AND ended_at IS NULL
+                coalesce(SUM(answered_at >= ?3 AND ended_at IS NULL), 0) AS interacting,
+                MIN(CASE WHEN queued_at >= ?3 AND answered_at IS NULL AND ended_at IS NULL
                          THEN queued_at END) AS oldest_waiting,
                 coalesce(SUM(answered_at >= ?1 AND answered_at < ?2), 0) AS answered,
                 coalesce(SUM(answered_at IS NULL AND ended_at >= ?1 AND ended_at < ?2
@@ -154,6 +221,7 @@ impl Db {
         )
         .bind(w.day_start)
         .bind(w.day_end)
+        .bind(w.open_since)
         .fetch_all(&self.pool)
         .await?;
         for row in derived {
@@ -222,30 +290,38 @@ impl Db {
         Ok(list)
     }
 
-    /// Recomputes all statistics from the done events, in one transaction. `interpret`
-    /// returns the effect of a stored event (`None` to skip it).
+    /// Recomputes all statistics from the done events. `interpret` returns the effect of a
+    /// stored event (`None` to skip it).
+    ///
+    /// The reset and each chunk of [`REBUILD_CHUNK`] events are separate short transactions,
+    /// so webhooks and workers keep their usual latency during a long rebuild. Merges are
+    /// idempotent, so events the workers complete meanwhile are counted once either way.
     pub async fn rebuild_stats(
         &self,
         interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
     ) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for reset in [
-            "DELETE FROM conversations",
-            "DELETE FROM queue_observations",
-            "DELETE FROM queue_names",
-        ] {
-            sqlx::query(reset).execute(&mut *tx).await?;
+        {
+            let mut w = self.writing().await?;
+            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+            for reset in [
+                "DELETE FROM conversations",
+                "DELETE FROM queue_observations",
+                "DELETE FROM queue_names",
+            ] {
+                sqlx::query(reset).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         }
         let mut after = 0i64;
         let mut applied = 0u64;
         loop {
             let rows = sqlx::query(
                 "SELECT seq, event_type, payload, received_at FROM events
-                  WHERE status = 'done' AND seq > ? ORDER BY seq LIMIT 1000",
+                  WHERE status = 'done' AND seq > ? ORDER BY seq LIMIT ?",
             )
             .bind(after)
-            .fetch_all(&mut *tx)
+            .bind(REBUILD_CHUNK)
+            .fetch_all(&self.pool)
             .await?;
             let Some(last) = rows.last() else { break };
             after = last.try_get("seq")?;
@@ -258,27 +334,43 @@ impl Db {
                 }
             }
             applied += effects.len() as u64;
-            apply(&mut tx, effects.iter()).await?;
+            let mut w = self.writing().await?;
+            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+            let routes = routes(&mut tx, effects.iter()).await?;
+            apply(&mut tx, effects.iter(), &routes).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(applied)
     }
 
-    /// Forgets conversations that ended before `cutoff` (they no longer count for "today").
-    pub async fn prune_conversations(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
+    /// Forgets conversations that ended before `ended_before` (they no longer count for
+    /// "today"), and open ones whose last milestone is older than `open_before`: their end
+    /// event was lost, and they must not make "longest wait" grow forever.
+    pub async fn prune_conversations(
+        &self,
+        ended_before: i64,
+        open_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let mut w = self.writing().await?;
         let done = sqlx::query(
             "DELETE FROM conversations WHERE (queue_id, conversation_id) IN (
                  SELECT queue_id, conversation_id FROM conversations
-                  WHERE ended_at < ?1 LIMIT ?2)",
+                  WHERE ended_at < ?1
+                     OR (ended_at IS NULL AND coalesce(answered_at, queued_at) < ?2)
+                  LIMIT ?3)",
         )
-        .bind(cutoff)
+        .bind(ended_before)
+        .bind(open_before)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await?;
         Ok(done.rows_affected())
     }
 }
+
+/// Done events re-applied per transaction by a rebuild.
+const REBUILD_CHUNK: i64 = 1000;
 
 /// Overlays fresh observation figures (one map per media type) on a queue's status.
 fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {

@@ -2,9 +2,9 @@
 //! release, prune.
 
 use serde_json::json;
-use sqlx::{QueryBuilder, Row as _, Sqlite, SqliteConnection};
+use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
-use super::{stats, Db};
+use super::{add_totals, stats, Db};
 use crate::server::worker::interpret::Effect;
 
 /// An event claimed by a worker.
@@ -27,6 +27,14 @@ pub enum Outcome {
     Dead { error: String },
 }
 
+/// A claimed batch.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub events: Vec<ClaimedEvent>,
+    /// Events dead-lettered at this claim because their last allowed claim never finished.
+    pub abandoned: u64,
+}
+
 /// How a batch completion went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Completed {
@@ -39,7 +47,12 @@ pub struct Completed {
 
 impl Db {
     /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
-    /// statement, leasing them until `now + lease_ms` under `token`.
+    /// transaction, leasing them until `now + lease_ms` under `token`.
+    ///
+    /// The attempt limit holds here too: an event whose lease expired after its
+    /// `max_attempts`-th claim never finished (the process died, or the worker hung on it), so
+    /// it goes to the dead letters instead of being claimed again. Otherwise an event that
+    /// kills the process would loop forever and drag its batch-mates with it.
     #[tracing::instrument(skip_all, fields(limit))]
     pub async fn claim_due(
         &self,
@@ -47,24 +60,40 @@ impl Db {
         lease_ms: i64,
         limit: i64,
         token: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        let _writing = self.write_gate.enter().await;
-        let rows = sqlx::query(
+        max_attempts: i64,
+    ) -> sqlx::Result<Claimed> {
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        let abandoned: Vec<i64> = sqlx::query_scalar(
             "UPDATE events
-                SET status = 'processing', attempts = attempts + 1,
-                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
-              WHERE seq IN (SELECT seq FROM events
-                             WHERE status IN ('pending', 'processing') AND next_attempt_at <= ?3
-                             ORDER BY next_attempt_at, seq LIMIT ?4)
-          RETURNING seq, id, event_type, payload, attempts, received_at",
+                SET status = 'dead', locked_until = NULL, claim_token = NULL,
+                    last_error = 'abandoned after ' || attempts
+                                 || ' claims: processing never finished (the process stopped or the worker hung)',
+                    errors = json_insert(errors, '$[#]', json_object('at', ?1,
+                        'error', 'abandoned after ' || attempts
+                                 || ' claims: processing never finished (the process stopped or the worker hung)'))
+              WHERE status = 'processing' AND next_attempt_at <= ?1 AND attempts >= ?2
+          RETURNING seq",
         )
-        .bind(now + lease_ms)
-        .bind(token)
         .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(max_attempts)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter()
+        for &seq in &abandoned {
+            copy_to_dead_letters(&mut tx, seq, now).await?;
+        }
+        let n = abandoned.len() as i64;
+        add_totals(&mut tx, 0, n, n).await?;
+        // An expired lease means the claim before never finished: the event may be what
+        // killed the process. Such suspects are claimed one at a time, so a poison event
+        // cannot take innocent batch-mates down with it again.
+        let mut rows = claim(&mut tx, Due::ExpiredLease, now, lease_ms, 1, token).await?;
+        if rows.is_empty() {
+            rows = claim(&mut tx, Due::Pending, now, lease_ms, limit, token).await?;
+        }
+        tx.commit().await?;
+        let events = rows
+            .iter()
             .map(|r| {
                 Ok(ClaimedEvent {
                     seq: r.try_get("seq")?,
@@ -75,23 +104,54 @@ impl Db {
                     received_at: r.try_get("received_at")?,
                 })
             })
-            .collect()
+            .collect::<sqlx::Result<_>>()?;
+        Ok(Claimed {
+            events,
+            abandoned: abandoned.len() as u64,
+        })
     }
 
     /// Records the outcomes of a claimed batch in one transaction: done events are marked done
     /// together with their statistics, failures are rescheduled or dead-lettered. Only events
     /// still held under `token` change, so an event whose lease expired and was claimed again
     /// is applied exactly once.
+    ///
+    /// A conversation update that names no queue applies to the queues where its conversation
+    /// is known (stored, or in this batch); known nowhere, its outcome becomes
+    /// `unknown_conversation(event, reason)` (a retry: the event that names the queue may
+    /// still be on its way).
     #[tracing::instrument(skip_all, fields(events = outcomes.len()))]
     pub async fn complete(
         &self,
         token: i64,
         now: i64,
-        outcomes: &[(ClaimedEvent, Outcome)],
+        outcomes: &mut [(ClaimedEvent, Outcome)],
+        unknown_conversation: impl Fn(&ClaimedEvent, String) -> Outcome,
     ) -> sqlx::Result<Completed> {
-        let _writing = self.write_gate.enter().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
         let mut completed = Completed::default();
+
+        let routes = stats::routes(
+            &mut tx,
+            outcomes.iter().filter_map(|(_, o)| match o {
+                Outcome::Done(effect) => Some(effect),
+                _ => None,
+            }),
+        )
+        .await?;
+        for (event, outcome) in outcomes.iter_mut() {
+            if let Outcome::Done(Effect::Conversation(c)) = outcome {
+                if c.queue_id.is_none() && !routes.contains_key(&c.conversation_id) {
+                    let reason = format!(
+                        "conversation `{}` is not known in any queue yet: an event naming its \
+                         queue (`data.queueId`) must come first",
+                        c.conversation_id
+                    );
+                    *outcome = unknown_conversation(event, reason);
+                }
+            }
+        }
 
         let done_seqs: Vec<i64> = outcomes
             .iter()
@@ -117,12 +177,12 @@ impl Db {
                 Outcome::Done(effect) if owned.contains(&e.seq) => Some(effect),
                 _ => None,
             });
-            stats::apply(&mut tx, effects).await?;
+            stats::apply(&mut tx, effects, &routes).await?;
             completed.done = owned.len() as u64;
             completed.lost_lease += (done_seqs.len() - owned.len()) as u64;
         }
 
-        for (event, outcome) in outcomes {
+        for (event, outcome) in outcomes.iter() {
             let changed = match outcome {
                 Outcome::Done(_) => continue,
                 Outcome::Retry { at, error } => {
@@ -139,6 +199,8 @@ impl Db {
             };
             completed.lost_lease += 1 - changed.min(1);
         }
+        let dead = completed.dead as i64;
+        add_totals(&mut tx, completed.done as i64, dead, dead).await?;
         tx.commit().await?;
         Ok(completed)
     }
@@ -146,7 +208,7 @@ impl Db {
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
     /// attempt.
     pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
+        let mut w = self.writing().await?;
         let done = sqlx::query(
             "UPDATE events
                 SET status = 'pending', next_attempt_at = ?1, attempts = max(attempts - 1, 0),
@@ -155,7 +217,7 @@ impl Db {
         )
         .bind(now)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await?;
         Ok(done.rows_affected())
     }
@@ -163,14 +225,15 @@ impl Db {
     /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
     /// discarded dead letters received before it. Returns how many rows went.
     pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (
                  SELECT seq FROM events WHERE status = 'done' AND processed_at < ?1 LIMIT ?2)",
         )
         .bind(cutoff)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         let tombstones = sqlx::query(
             "DELETE FROM events WHERE seq IN (
@@ -179,9 +242,12 @@ impl Db {
         )
         .bind(cutoff)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() + tombstones.rows_affected())
+        let (done, tombstones) = (done.rows_affected(), tombstones.rows_affected());
+        add_totals(&mut tx, -(done as i64), -(tombstones as i64), 0).await?;
+        tx.commit().await?;
+        Ok(done + tombstones)
     }
 
     /// The earliest time any pending event is due, if any (to sleep until then).
@@ -220,6 +286,49 @@ pub struct EventState {
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub errors: Vec<serde_json::Value>,
+}
+
+/// Which due events a claim takes.
+enum Due {
+    Pending,
+    ExpiredLease,
+}
+
+/// Leases up to `limit` due events of one kind under `token`.
+async fn claim(
+    tx: &mut SqliteConnection,
+    due: Due,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+    token: i64,
+) -> sqlx::Result<Vec<sqlx::sqlite::SqliteRow>> {
+    // While processing, `next_attempt_at` is the lease end, so one index serves both.
+    let sql = match due {
+        Due::Pending => {
+            "UPDATE events
+                SET status = 'processing', attempts = attempts + 1,
+                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
+              WHERE seq IN (SELECT seq FROM events WHERE status = 'pending' AND next_attempt_at <= ?3
+                             ORDER BY next_attempt_at, seq LIMIT ?4)
+          RETURNING seq, id, event_type, payload, attempts, received_at"
+        }
+        Due::ExpiredLease => {
+            "UPDATE events
+                SET status = 'processing', attempts = attempts + 1,
+                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
+              WHERE seq IN (SELECT seq FROM events WHERE status = 'processing' AND next_attempt_at <= ?3
+                             ORDER BY next_attempt_at, seq LIMIT ?4)
+          RETURNING seq, id, event_type, payload, attempts, received_at"
+        }
+    };
+    sqlx::query(sql)
+        .bind(now.saturating_add(lease_ms))
+        .bind(token)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
 }
 
 /// Records a failed attempt of an event still held under `token`: back to pending until `retry_at`,
@@ -264,6 +373,12 @@ async fn move_to_dead_letters(
     if record_failure(tx, seq, token, now, error, None).await? == 0 {
         return Ok(0);
     }
+    copy_to_dead_letters(tx, seq, now).await?;
+    Ok(1)
+}
+
+/// Files the (already dead) event `seq` as a dead letter with its errors so far.
+async fn copy_to_dead_letters(tx: &mut SqliteConnection, seq: i64, now: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO dead_letters (id, event_type, queue_id, payload, attempts, errors,
                                    last_error, received_at, dead_at)
@@ -283,7 +398,7 @@ async fn move_to_dead_letters(
     .bind(seq)
     .execute(&mut *tx)
     .await?;
-    Ok(1)
+    Ok(())
 }
 
 /// Which dead letters an admin operation applies to. Empty means all.
@@ -417,46 +532,89 @@ impl Db {
         row.map(|r| dead_letter(&r, true)).transpose()
     }
 
-    /// Puts the selected dead letters back as pending with attempts reset, in one transaction.
+    /// Puts the selected dead letters back as pending with attempts reset.
+    ///
+    /// Works through the selection in chunks of [`BULK_CHUNK`], each its own short write
+    /// transaction, so a replay of 100,000 letters never holds the write lock for long:
+    /// webhooks arriving meanwhile are acknowledged within their usual latency.
     pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut ids = QueryBuilder::new("SELECT id FROM dead_letters");
-        selection.push_where(&mut ids);
-        let ids: Vec<String> = ids.build_query_scalar().fetch_all(&mut *tx).await?;
-        if ids.is_empty() {
-            return Ok(0);
+        let mut replayed = 0;
+        let mut after = String::new();
+        while let Some(ids) = self.next_selected(selection, &after).await? {
+            after = ids.last().cloned().unwrap_or_default();
+            let ids_json = json!(ids).to_string();
+            let mut w = self.writing().await?;
+            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+            let removed = sqlx::query(
+                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let revived = sqlx::query(
+                "UPDATE events
+                    SET status = 'pending', attempts = 0, next_attempt_at = ?1, errors = '[]',
+                        last_error = NULL, locked_until = NULL, claim_token = NULL
+                  WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'dead'",
+            )
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            add_totals(&mut tx, 0, -(revived as i64), -(removed as i64)).await?;
+            tx.commit().await?;
+            replayed += removed;
         }
-        let ids_json = json!(ids).to_string();
-        sqlx::query(
-            "UPDATE events
-                SET status = 'pending', attempts = 0, next_attempt_at = ?1, errors = '[]',
-                    last_error = NULL, locked_until = NULL, claim_token = NULL
-              WHERE id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(now)
-        .bind(&ids_json)
-        .execute(&mut *tx)
-        .await?;
-        let removed =
-            sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(&ids_json)
-                .execute(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(removed.rows_affected())
+        Ok(replayed)
     }
 
-    /// Deletes the selected dead letters for good. Their event rows stay as tombstones until
-    /// retention, so a redelivery is still recognised as a duplicate.
+    /// Deletes the selected dead letters for good, in short transactions as replay does.
+    /// Their event rows stay as tombstones until retention, so a redelivery is still
+    /// recognised as a duplicate.
     pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
-        let _writing = self.write_gate.enter().await;
-        let mut delete = QueryBuilder::new("DELETE FROM dead_letters");
-        selection.push_where(&mut delete);
-        let done = delete.build().execute(&self.pool).await?;
-        Ok(done.rows_affected())
+        let mut discarded = 0;
+        let mut after = String::new();
+        while let Some(ids) = self.next_selected(selection, &after).await? {
+            after = ids.last().cloned().unwrap_or_default();
+            let mut w = self.writing().await?;
+            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+            let removed = sqlx::query(
+                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json!(ids).to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            add_totals(&mut tx, 0, 0, -(removed as i64)).await?;
+            tx.commit().await?;
+            discarded += removed;
+        }
+        Ok(discarded)
+    }
+
+    /// The next chunk of selected dead-letter ids after `after` (in id order), read outside
+    /// the write gate; `None` when the selection is exhausted.
+    async fn next_selected(
+        &self,
+        selection: &Selection,
+        after: &str,
+    ) -> sqlx::Result<Option<Vec<String>>> {
+        let mut query = QueryBuilder::new("SELECT id FROM dead_letters");
+        selection.push_where(&mut query);
+        query
+            .push(" AND id > ")
+            .push_bind(after.to_owned())
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(BULK_CHUNK);
+        let ids: Vec<String> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok((!ids.is_empty()).then_some(ids))
     }
 }
+
+/// Dead letters changed per transaction by bulk replay and discard.
+pub const BULK_CHUNK: i64 = 500;
 
 /// Dead letters chosen by id or by filter.
 #[derive(Debug, Clone, PartialEq, Eq)]

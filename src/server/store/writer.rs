@@ -7,20 +7,22 @@
 //! the row is on disk.
 
 use std::{
-    collections::{hash_map::Entry, HashMap},
+    collections::{hash_map::Entry, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
 
 use axum::body::Bytes;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::{
-    sync::{mpsc, oneshot, Notify},
+    sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
-use super::WriteGate;
-use crate::server::rates::RateMeter;
+use super::{retry_reason, WriteGate};
+use crate::server::{health::Health, rates::RateMeter};
 
 /// One webhook to store.
 #[derive(Debug)]
@@ -37,30 +39,73 @@ pub struct NewEvent {
 pub enum Stored {
     /// A new row was committed.
     New,
-    /// An event with this id was already stored; nothing was written.
+    /// The same event (same id, same body) was already stored; nothing was written.
     Duplicate,
 }
 
-/// Why a webhook could not be stored; every variant means "answer 503, the sender retries".
+/// The writer's answer for one webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The id the event is stored under: its own, or a derived one when that id was reused.
+    pub id: String,
+    pub stored: Stored,
+    /// The sender's id already named a different body (see [`insert_batch`]).
+    pub id_reused: bool,
+}
+
+/// Why a webhook could not be stored. All but [`StoreError::Failed`] mean "answer 503, the
+/// sender retries"; `Failed` is an unexpected database error (500, logged in detail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("the writer queue is full")]
     Overloaded,
     #[error("the commit did not finish in time")]
     TimedOut,
+    #[error("{0}")]
+    Unavailable(&'static str),
     #[error("the database refused the write")]
     Failed,
     #[error("the writer has stopped")]
     Stopped,
 }
 
-type Reply = oneshot::Sender<Result<Stored, StoreError>>;
+impl StoreError {
+    /// Whether the sender should simply try again later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Failed)
+    }
+}
+
+type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
+
+/// A queued webhook: the event, where to answer, and its share of the queue's byte budget
+/// (given back when the item leaves the queue).
+type Queued = (NewEvent, Reply, OwnedSemaphorePermit);
 
 /// The handle request handlers use to store events. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct IngestWriter {
-    queue: mpsc::Sender<(NewEvent, Reply)>,
+    queue: mpsc::Sender<Queued>,
+    /// Bytes of payload the queue may still take: bounds its memory whatever the count.
+    bytes: Arc<Semaphore>,
     timeout: Duration,
+}
+
+/// The writer's limits and collaborators.
+pub struct WriterSettings {
+    /// Webhooks that may wait at once.
+    pub queue_capacity: usize,
+    /// Payload bytes that may wait at once.
+    pub queue_bytes: usize,
+    pub max_batch: usize,
+    pub timeout: Duration,
+    pub gate: WriteGate,
+    /// Notified after each commit with new rows (workers wake).
+    pub committed: Arc<Notify>,
+    /// Counts new rows.
+    pub ingested: Arc<RateMeter>,
+    /// Where storage faults are reported (and cleared after the next good commit).
+    pub health: Health,
 }
 
 /// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
@@ -70,27 +115,33 @@ impl IngestWriter {
     /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
     /// Every transaction enters `gate` first. After each commit, `committed` is notified (workers wake) and `ingested` counts the
     /// new rows.
-    pub fn spawn(
-        conn: SqliteConnection,
-        queue_capacity: usize,
-        max_batch: usize,
-        timeout: Duration,
-        gate: WriteGate,
-        committed: Arc<Notify>,
-        ingested: Arc<RateMeter>,
-    ) -> (Self, JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(queue_capacity.max(1));
-        let task = tokio::spawn(run(conn, rx, max_batch.max(1), gate, committed, ingested));
-        (IngestWriter { queue, timeout }, task)
+    pub fn spawn(conn: SqliteConnection, settings: WriterSettings) -> (Self, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let budget = settings.queue_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let writer = IngestWriter {
+            queue,
+            bytes: Arc::new(Semaphore::new(budget)),
+            timeout: settings.timeout,
+        };
+        let task = tokio::spawn(run(conn, rx, settings));
+        (writer, task)
     }
 
     /// Stores `event` and resolves once its transaction has committed (or failed).
-    pub async fn store(&self, event: NewEvent) -> Result<Stored, StoreError> {
+    pub async fn store(&self, event: NewEvent) -> Result<Receipt, StoreError> {
+        let size = u32::try_from(event.payload.len().max(1)).unwrap_or(u32::MAX);
+        let permit = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(size)
+            .map_err(|_| StoreError::Overloaded)?;
         let (reply, committed) = oneshot::channel();
-        self.queue.try_send((event, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
-        })?;
+        self.queue
+            .try_send((event, reply, permit))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Stopped,
+            })?;
         match tokio::time::timeout(self.timeout, committed).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StoreError::Stopped),
@@ -99,14 +150,8 @@ impl IngestWriter {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
-    max_batch: usize,
-    gate: WriteGate,
-    committed: Arc<Notify>,
-    ingested: Arc<RateMeter>,
-) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, settings: WriterSettings) {
+    let max_batch = settings.max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
     // `recv_many` waits for one submission, then takes every one already queued: the batch
     // grows by itself exactly when load does.
@@ -114,7 +159,7 @@ async fn run(
         // Give request tasks that are already runnable one turn to enqueue before the batch
         // is closed: it costs microseconds and makes batches (and throughput) markedly larger.
         tokio::task::yield_now().await;
-        let writing = gate.enter().await;
+        let writing = settings.gate.enter().await;
         // Whatever arrived while a worker held the gate joins this commit too.
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -122,15 +167,30 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
+        // A sender that already gave up (timed out, answered 503) will deliver again: under
+        // overload, commits are better spent on rows someone is waiting for.
+        let before = batch.len();
+        batch.retain(|(_, reply, _)| !reply.is_closed());
+        let abandoned = before - batch.len();
+        if abandoned > 0 {
+            metrics::counter!("gc_status_ingest_abandoned_total").increment(abandoned as u64);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch
+            .drain(..)
+            .map(|(event, reply, _permit)| (event, reply))
+            .unzip();
         let outcome = insert_batch(&mut conn, &events).await;
         drop(writing);
         match outcome {
             Ok(stored) => {
-                let new = stored.iter().filter(|s| **s == Stored::New).count() as u64;
+                settings.health.recover("storage");
+                let new = stored.iter().filter(|r| r.stored == Stored::New).count() as u64;
                 if new > 0 {
-                    ingested.record(new);
-                    committed.notify_one();
+                    settings.ingested.record(new);
+                    settings.committed.notify_one();
                 }
                 for (reply, result) in replies.into_iter().zip(stored) {
                     // The requester may have timed out; its sender will retry and dedupe.
@@ -138,9 +198,19 @@ async fn run(
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, events = events.len(), "commit failed; answering 503");
+                let error = match retry_reason(&err) {
+                    Some(reason) => {
+                        tracing::error!(error = %err, events = events.len(), "commit failed ({reason}); answering 503");
+                        settings.health.fail("storage", reason);
+                        StoreError::Unavailable(reason)
+                    }
+                    None => {
+                        tracing::error!(error = %err, events = events.len(), "commit failed unexpectedly; answering 500");
+                        StoreError::Failed
+                    }
+                };
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Failed));
+                    let _ = reply.send(Err(error));
                 }
             }
         }
@@ -150,31 +220,122 @@ async fn run(
     }
 }
 
-/// Inserts `events` in one transaction; returns for each whether it was new or a duplicate.
+/// Inserts `events` in one transaction; returns for each the id it is stored under and whether
+/// it was new.
+///
+/// A redelivery is the *same* event: same id **and** same body. Senders that reuse an id for
+/// different events (a conversation id sent with every state change) must not lose the later
+/// ones, so an event whose id is taken by a different body is stored under a derived id,
+/// `<id>~<first 16 hex digits of the body's SHA-256>`: deterministic, so its own redelivery is
+/// still recognised.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 async fn insert_batch(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
-) -> sqlx::Result<Vec<Stored>> {
-    // Within a batch, only the first event of an id reaches SQL; later ones are duplicates.
-    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(events.len());
-    let mut unique = Vec::with_capacity(events.len());
+) -> sqlx::Result<Vec<Receipt>> {
+    // Within the batch, identical deliveries follow their first copy (`leader`); among the
+    // distinct ones, a reused id gets its derived id at once.
+    let mut leader: Vec<usize> = (0..events.len()).collect();
+    let mut ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let mut reused = vec![false; events.len()];
+    let mut first_copy: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(events.len());
+    let mut id_taken: HashSet<&str> = HashSet::with_capacity(events.len());
+    let mut distinct = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        if let Entry::Vacant(slot) = first_of.entry(event.id.as_str()) {
-            slot.insert(i);
-            unique.push(i);
+        match first_copy.entry((event.id.as_str(), &event.payload[..])) {
+            Entry::Occupied(first) => leader[i] = *first.get(),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                if !id_taken.insert(event.id.as_str()) {
+                    ids[i] = derived_id(event);
+                    reused[i] = true;
+                }
+                distinct.push(i);
+            }
         }
     }
-    let mut results = vec![Stored::Duplicate; events.len()];
+    let mut stored = vec![Stored::Duplicate; events.len()];
 
     let mut tx = conn.begin().await?;
-    for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+    let inserted = insert_rows(&mut tx, events, &ids, &distinct).await?;
+    let conflicts: Vec<usize> = distinct
+        .iter()
+        .zip(&inserted)
+        .filter_map(|(&i, &new)| {
+            if new {
+                stored[i] = Stored::New;
+            }
+            (!new && !reused[i]).then_some(i)
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        // Taken ids: the same body is a redelivery, another body a new event under a derived id.
+        let taken: Vec<&str> = conflicts.iter().map(|&i| ids[i].as_str()).collect();
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, payload FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json!(taken).to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored_bodies: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+        let mut retry = Vec::new();
+        for i in conflicts {
+            let same_body = stored_bodies
+                .get(&ids[i])
+                .is_some_and(|body| body[..] == events[i].payload[..]);
+            if !same_body {
+                ids[i] = derived_id(&events[i]);
+                reused[i] = true;
+                retry.push(i);
+            }
+        }
+        let inserted = insert_rows(&mut tx, events, &ids, &retry).await?;
+        for (&i, new) in retry.iter().zip(inserted) {
+            if new {
+                stored[i] = Stored::New;
+            }
+        }
+    }
+    tx.commit().await?;
+
+    Ok((0..events.len())
+        .map(|i| {
+            let first = leader[i];
+            Receipt {
+                id: ids[first].clone(),
+                stored: if first == i {
+                    stored[i]
+                } else {
+                    Stored::Duplicate
+                },
+                id_reused: reused[first],
+            }
+        })
+        .collect())
+}
+
+/// The id an event is stored under when its own id already names a different body.
+fn derived_id(event: &NewEvent) -> String {
+    let digest = Sha256::digest(&event.payload);
+    format!("{}~{}", event.id, hex::encode(&digest[..8]))
+}
+
+/// Inserts the rows `which` (indexes into `events`, stored under `ids`); returns for each
+/// whether it was new (false: the id was already stored).
+async fn insert_rows(
+    tx: &mut SqliteConnection,
+    events: &[NewEvent],
+    ids: &[String],
+    which: &[usize],
+) -> sqlx::Result<Vec<bool>> {
+    let mut new = vec![false; which.len()];
+    for (chunk_no, chunk) in which.chunks(ROWS_PER_STATEMENT).enumerate() {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (id, event_type, payload, received_at, next_attempt_at) ",
         );
         insert.push_values(chunk, |mut row, &i| {
             let e = &events[i];
-            row.push_bind(e.id.as_str())
+            row.push_bind(ids[i].as_str())
                 .push_bind(e.event_type.as_str())
                 .push_bind(&e.payload[..])
                 .push_bind(e.received_at)
@@ -187,27 +348,26 @@ async fn insert_batch(
             .execute(&mut *tx)
             .await?;
         let inserted = done.rows_affected() as usize;
+        let offset = chunk_no * ROWS_PER_STATEMENT;
         if inserted == chunk.len() {
-            for &i in chunk {
-                results[i] = Stored::New;
-            }
+            new[offset..offset + chunk.len()].fill(true);
         } else if inserted > 0 {
             // Some were already stored. New rows got consecutive `seq`s ending at the last
             // insert rowid (`seq` is the rowid, assigned as max + 1), so read exactly those.
             let first_new_seq = done.last_insert_rowid() - inserted as i64 + 1;
-            let new_ids: Vec<String> = sqlx::query_scalar("SELECT id FROM events WHERE seq >= ?")
-                .bind(first_new_seq)
-                .fetch_all(&mut *tx)
-                .await?;
-            for id in &new_ids {
-                if let Some(&i) = first_of.get(id.as_str()) {
-                    results[i] = Stored::New;
-                }
+            let new_ids: HashSet<String> =
+                sqlx::query_scalar("SELECT id FROM events WHERE seq >= ?")
+                    .bind(first_new_seq)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+            for (k, &i) in chunk.iter().enumerate() {
+                new[offset + k] = new_ids.contains(&ids[i]);
             }
         }
     }
-    tx.commit().await?;
-    Ok(results)
+    Ok(new)
 }
 
 #[cfg(test)]
@@ -237,6 +397,17 @@ mod tests {
         (dir, db, conn)
     }
 
+    fn event_with(id: &str, body: &str) -> NewEvent {
+        NewEvent {
+            payload: Bytes::from(body.to_owned()),
+            ..event(id)
+        }
+    }
+
+    fn outcomes(receipts: &[Receipt]) -> Vec<Stored> {
+        receipts.iter().map(|r| r.stored).collect()
+    }
+
     #[tokio::test]
     async fn a_batch_mixing_new_stored_and_repeated_ids_is_told_apart() {
         let (_dir, db, mut conn) = temp_store().await;
@@ -244,11 +415,11 @@ mod tests {
         let first = insert_batch(&mut conn, &[event("a")])
             .await
             .expect("insert");
-        assert_eq!(first, vec![Stored::New]);
+        assert_eq!(outcomes(&first), vec![Stored::New]);
         let mixed = [event("b"), event("a"), event("c"), event("b")];
         let stored = insert_batch(&mut conn, &mixed).await.expect("insert");
         assert_eq!(
-            stored,
+            outcomes(&stored),
             vec![
                 Stored::New,
                 Stored::Duplicate,
@@ -256,11 +427,64 @@ mod tests {
                 Stored::Duplicate
             ]
         );
+        assert!(stored.iter().all(|r| !r.id_reused));
         let all_old = insert_batch(&mut conn, &[event("c"), event("a")])
             .await
             .expect("insert");
-        assert_eq!(all_old, vec![Stored::Duplicate, Stored::Duplicate]);
+        assert_eq!(
+            outcomes(&all_old),
+            vec![Stored::Duplicate, Stored::Duplicate]
+        );
         assert_eq!(db.event_ids().await.expect("ids"), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_reused_id_with_another_body_is_a_new_event_and_its_redelivery_is_not() {
+        let (_dir, db, mut conn) = temp_store().await;
+        let queued = event_with("conv-1", r#"{"state":"queued"}"#);
+        let connected = event_with("conv-1", r#"{"state":"connected"}"#);
+        let ended = event_with("conv-1", r#"{"state":"disconnected"}"#);
+
+        let first = insert_batch(&mut conn, &[queued]).await.expect("insert");
+        assert_eq!(
+            (first[0].id.as_str(), first[0].stored),
+            ("conv-1", Stored::New)
+        );
+        // Across batches, and two different bodies plus a redelivery within one batch.
+        let second = insert_batch(
+            &mut conn,
+            &[
+                event_with("conv-1", r#"{"state":"connected"}"#),
+                ended,
+                event_with("conv-1", r#"{"state":"disconnected"}"#),
+            ],
+        )
+        .await
+        .expect("insert");
+        assert_eq!(
+            outcomes(&second),
+            vec![Stored::New, Stored::New, Stored::Duplicate]
+        );
+        assert!(second.iter().all(|r| r.id_reused));
+        assert_eq!(second[0].id, derived_id(&connected));
+        assert_ne!(second[0].id, second[1].id);
+        assert_eq!(second[1].id, second[2].id);
+        // True redeliveries of every one are stored once, under the same ids.
+        let again = insert_batch(
+            &mut conn,
+            &[
+                event_with("conv-1", r#"{"state":"queued"}"#),
+                event_with("conv-1", r#"{"state":"connected"}"#),
+                event_with("conv-1", r#"{"state":"disconnected"}"#),
+            ],
+        )
+        .await
+        .expect("insert");
+        assert_eq!(outcomes(&again), vec![Stored::Duplicate; 3]);
+        assert_eq!(again[0].id, "conv-1");
+        assert_eq!(again[1].id, second[0].id);
+        assert_eq!(again[2].id, second[1].id);
+        assert_eq!(db.event_ids().await.expect("ids").len(), 3);
     }
 
     #[tokio::test]
@@ -270,7 +494,7 @@ mod tests {
             .map(|i| event(&format!("e{i}")))
             .collect();
         let stored = insert_batch(&mut conn, &events).await.expect("insert");
-        assert!(stored.iter().all(|s| *s == Stored::New));
+        assert!(stored.iter().all(|r| r.stored == Stored::New));
         assert_eq!(db.event_ids().await.expect("ids").len(), events.len());
     }
 }

@@ -36,7 +36,9 @@ pub enum Effect {
 /// the stored value (earliest wins), which makes updates order-independent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConversationUpdate {
-    pub queue_id: String,
+    /// `None`: the event named no queue; it applies to every queue where the conversation is
+    /// already known (resolved when it is applied).
+    pub queue_id: Option<String>,
     pub conversation_id: String,
     pub queue_name: Option<String>,
     pub media_type: Option<String>,
@@ -80,9 +82,31 @@ impl IgnoreList {
     }
 }
 
+/// How events are interpreted (from the worker settings).
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub ignore: IgnoreList,
+    /// How far an event's own time may lie after its receipt before it is refused: one sender
+    /// with a wrong clock must not freeze a queue's figures in the future.
+    pub max_clock_skew_ms: i64,
+}
+
+/// Five minutes: generous for real clocks, small next to the statistics' time scales.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            ignore: IgnoreList::default(),
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct SimpleEvent {
     event: String,
+    id: Option<Value>,
     timestamp: String,
     data: SimpleData,
 }
@@ -90,11 +114,21 @@ struct SimpleEvent {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SimpleData {
-    state: Option<String>,
-    queue_id: Option<String>,
-    conversation_id: Option<String>,
-    queue_name: Option<String>,
-    media_type: Option<String>,
+    state: Option<Value>,
+    queue_id: Option<Value>,
+    conversation_id: Option<Value>,
+    id: Option<Value>,
+    queue_name: Option<Value>,
+    media_type: Option<Value>,
+}
+
+/// An identifier or label as senders write it: a non-empty string, or a number.
+fn text(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.trim().is_empty() => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,11 +198,41 @@ pub fn interpret(
     event_type: &str,
     payload: &[u8],
     received_at: i64,
-    ignore: &IgnoreList,
+    rules: &Rules,
 ) -> Result<Effect, ProcessError> {
-    if ignore.matches(event_type) {
+    if rules.ignore.matches(event_type) {
         return Ok(Effect::Ignored);
     }
+    let effect = interpret_payload(payload, received_at)?;
+    check_clock(&effect, received_at, rules.max_clock_skew_ms)?;
+    Ok(effect)
+}
+
+/// Refuses an effect whose event time lies further after `received_at` than the allowed skew.
+fn check_clock(effect: &Effect, received_at: i64, max_skew_ms: i64) -> Result<(), ProcessError> {
+    let latest = match effect {
+        Effect::Ignored => return Ok(()),
+        Effect::Conversation(c) => [c.queued_at, c.answered_at, c.ended_at]
+            .into_iter()
+            .flatten()
+            .max(),
+        Effect::Observation(o) => Some(o.observed_at),
+    };
+    match latest {
+        Some(at) if at > received_at.saturating_add(max_skew_ms) => Err(permanent(format!(
+            "event time {} is {} s after the event was received (more than the allowed clock \
+             skew of {} s, GC_STATUS_MAX_CLOCK_SKEW_SECS): the sender's clock is wrong",
+            jiff::Timestamp::from_millisecond(at)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| at.to_string()),
+            at.saturating_sub(received_at) / 1000,
+            max_skew_ms / 1000
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn interpret_payload(payload: &[u8], received_at: i64) -> Result<Effect, ProcessError> {
     let kind = envelope::parse(payload)
         .map_err(|e| permanent(format!("payload no longer valid: {e}")))?
         .kind;
@@ -198,20 +262,22 @@ fn simple(event: SimpleEvent) -> Result<Effect, ProcessError> {
         .map_err(|_| permanent("`timestamp` is not an RFC 3339 date-time"))?
         .as_millisecond();
     let data = event.data;
-    let queue_id = data
-        .queue_id
-        .filter(|q| !q.is_empty())
-        .ok_or_else(|| permanent("conversation:updated without `data.queueId`"))?;
-    let conversation_id = data
-        .conversation_id
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| permanent("conversation:updated without `data.conversationId`"))?;
-    let state = data.state.unwrap_or_default().to_ascii_lowercase();
+    // Senders name the conversation in different places; many put it in the envelope `id`.
+    let conversation_id = text(data.conversation_id)
+        .or_else(|| text(data.id))
+        .or_else(|| text(event.id))
+        .ok_or_else(|| {
+            permanent(
+                "conversation:updated without a conversation: set `data.conversationId`, \
+                 `data.id` or the event's `id`",
+            )
+        })?;
+    let state = text(data.state).unwrap_or_default().to_ascii_lowercase();
     let mut update = ConversationUpdate {
-        queue_id,
+        queue_id: text(data.queue_id),
         conversation_id,
-        queue_name: data.queue_name.filter(|n| !n.trim().is_empty()),
-        media_type: data.media_type,
+        queue_name: text(data.queue_name),
+        media_type: text(data.media_type),
         ..ConversationUpdate::default()
     };
     match state.as_str() {
@@ -266,10 +332,11 @@ fn acd(body: AcdEvent, phase: AcdPhase, topic: &str) -> Result<Effect, ProcessEr
     let missing = |field: &str| permanent(format!("{topic} without `eventBody.{field}`"));
     let at = body.event_time.ok_or_else(|| missing("eventTime"))?;
     let mut update = ConversationUpdate {
-        queue_id: body
-            .queue_id
-            .filter(|q| !q.is_empty())
-            .ok_or_else(|| missing("queueId"))?,
+        queue_id: Some(
+            body.queue_id
+                .filter(|q| !q.is_empty())
+                .ok_or_else(|| missing("queueId"))?,
+        ),
         conversation_id: body
             .conversation_id
             .filter(|c| !c.is_empty())
@@ -390,7 +457,93 @@ mod tests {
         let event_type = envelope::parse(payload.as_bytes())
             .expect("valid envelope")
             .event_type;
-        interpret(&event_type, payload.as_bytes(), 7, &IgnoreList::default())
+        // Received long after any time used below, so no clock-skew check interferes.
+        interpret(&event_type, payload.as_bytes(), LATER, &Rules::default())
+    }
+
+    const LATER: i64 = 4_000_000_000_000;
+
+    fn conversation(payload: &str) -> ConversationUpdate {
+        match run(payload) {
+            Ok(Effect::Conversation(u)) => u,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_conversation_is_data_conversation_id_else_data_id_else_the_event_id() {
+        let explicit = conversation(
+            r#"{"event":"conversation:updated","id":"e-1","timestamp":"2026-11-29T10:00:00Z","data":{"state":"queued","queueId":"q","conversationId":"c-1","id":"d-1"}}"#,
+        );
+        assert_eq!(explicit.conversation_id, "c-1");
+        let data_id = conversation(
+            r#"{"event":"conversation:updated","id":"e-1","timestamp":"2026-11-29T10:00:00Z","data":{"state":"queued","queueId":"q","id":"d-1"}}"#,
+        );
+        assert_eq!(data_id.conversation_id, "d-1");
+        // The README's quick-start event: the envelope id is the conversation.
+        let envelope_id = conversation(
+            r#"{"event":"conversation:updated","id":"c-1","timestamp":"2026-11-29T10:00:00Z","data":{"state":"queued","queueId":"q-1"}}"#,
+        );
+        assert_eq!(envelope_id.conversation_id, "c-1");
+        assert_eq!(envelope_id.queue_id.as_deref(), Some("q-1"));
+        // Numbers are ids too; a state change without a queue is resolved when applied.
+        let numeric = conversation(
+            r#"{"event":"conversation:updated","timestamp":"2026-11-29T10:00:00Z","data":{"state":"Connected","id":42}}"#,
+        );
+        assert_eq!(numeric.conversation_id, "42");
+        assert_eq!(numeric.queue_id, None);
+        assert!(numeric.answered_at.is_some());
+        let nothing = run(
+            r#"{"event":"conversation:updated","timestamp":"2026-11-29T10:00:00Z","data":{"state":"queued","queueId":"q"}}"#,
+        );
+        assert!(
+            matches!(nothing, Err(ProcessError::Permanent(m)) if m.contains("data.conversationId"))
+        );
+    }
+
+    #[test]
+    fn event_times_far_after_receipt_are_refused_with_the_reason() {
+        let body = r#"{"event":"conversation:updated","id":"c","timestamp":"2026-11-29T10:10:00Z","data":{"state":"queued","queueId":"q"}}"#;
+        let received: i64 = "2026-11-29T10:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .expect("ts")
+            .as_millisecond();
+        let refused = interpret(
+            "conversation:updated",
+            body.as_bytes(),
+            received,
+            &Rules::default(),
+        );
+        assert!(
+            matches!(&refused, Err(ProcessError::Permanent(m)) if m.contains("clock skew")),
+            "{refused:?}"
+        );
+        let lenient = Rules {
+            max_clock_skew_ms: 15 * 60 * 1000,
+            ..Rules::default()
+        };
+        assert!(interpret("conversation:updated", body.as_bytes(), received, &lenient).is_ok());
+        // Observations too: an interval starting in the far future.
+        let obs = r#"{"topicName":"v2.analytics.queues.q.observations","eventBody":{"data":[{"interval":"2099-01-01T00:00:00Z/2099-01-01T00:00:01Z","metrics":[{"metric":"oWaiting","stats":{"count":1}}]}]}}"#;
+        assert!(interpret(
+            "v2.analytics.queues.q.observations",
+            obs.as_bytes(),
+            received,
+            &Rules::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn enormous_numbers_saturate_instead_of_overflowing() {
+        let obs = r#"{"topicName":"v2.analytics.queues.q.observations","eventBody":{"data":[{"metrics":[{"metric":"oWaiting","stats":{"count":1e300}},{"metric":"oLongestWaiting","stats":{"max":-1e300}},{"metric":"tWait","stats":{"count":1e308,"sum":1e308}}]}]}}"#;
+        let effect = interpret("t", obs.as_bytes(), 0, &Rules::default());
+        let Ok(Effect::Observation(o)) = effect else {
+            panic!("{effect:?}")
+        };
+        assert_eq!(o.figures["waiting"], i64::MAX);
+        let acd = r#"{"topicName":"v2.detail.events.conversation.c.acd.start","eventBody":{"eventTime":9223372036854775807,"conversationId":"c","queueId":"q"}}"#;
+        assert!(interpret("t", acd.as_bytes(), i64::MAX - 1, &Rules::default()).is_ok());
     }
 
     #[test]
@@ -449,9 +602,12 @@ mod tests {
         assert!(
             matches!(run(body), Err(ProcessError::Permanent(m)) if m.contains("v2.users.u1.presence"))
         );
-        let ignore = IgnoreList::new(["v2.users.*".to_owned()]);
+        let rules = Rules {
+            ignore: IgnoreList::new(["v2.users.*".to_owned()]),
+            ..Rules::default()
+        };
         assert_eq!(
-            interpret("v2.users.u1.presence", body.as_bytes(), 0, &ignore),
+            interpret("v2.users.u1.presence", body.as_bytes(), 0, &rules),
             Ok(Effect::Ignored)
         );
     }

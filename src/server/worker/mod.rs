@@ -15,7 +15,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    interpret::{Effect, IgnoreList, ProcessError},
+    interpret::{Effect, ProcessError, Rules},
     retry::Backoff,
 };
 use super::{
@@ -34,17 +34,48 @@ pub trait Processor: Send + Sync + 'static {
 
 /// The production processor: queue statistics from the event's payload.
 pub struct StatsProcessor {
-    pub ignore: IgnoreList,
+    pub rules: Rules,
 }
 
 impl Processor for StatsProcessor {
     fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
+        self.interpret(event)
+    }
+}
+
+impl StatsProcessor {
+    fn interpret(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
         interpret::interpret(
             &event.event_type,
             &event.payload,
             event.received_at,
-            &self.ignore,
+            &self.rules,
         )
+    }
+}
+
+/// [`StatsProcessor`] with a poison event type that hangs its worker thread forever
+/// (`GC_STATUS_FAULT_HANG_ON_TYPE`): how the crash-loop tests make the real binary hold an
+/// event until it is killed.
+pub struct HangingProcessor {
+    pub inner: StatsProcessor,
+    pub hang_on_type: String,
+}
+
+impl Processor for HangingProcessor {
+    fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
+        if event.event_type == self.hang_on_type {
+            tracing::warn!(event_id = %event.id, "fault injection: hanging on this event");
+            let hang = || loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            };
+            // Hand this thread's other tasks to the runtime first, so only this worker hangs.
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(hang),
+                _ => hang(),
+            }
+        }
+        self.inner.process(event)
     }
 }
 
@@ -61,6 +92,8 @@ pub struct WorkerSettings {
     pub poll: Duration,
     /// How long shutdown waits for an in-flight batch before releasing its leases.
     pub grace: Duration,
+    /// Open conversations older than this lost their end event and are pruned.
+    pub max_waiting: Duration,
 }
 
 impl WorkerSettings {
@@ -77,6 +110,7 @@ impl WorkerSettings {
             retention: Duration::from_secs(c.retention_days * 24 * 3600),
             poll: Duration::from_millis(200),
             grace: Duration::from_secs(5),
+            max_waiting: Duration::from_secs(c.max_waiting_secs),
         }
     }
 }
@@ -110,23 +144,45 @@ impl Worker {
         }
     }
 
-    /// Decides what happens to a claimed event given the processor's verdict.
+    /// Decides what happens to a claimed event given the processor's verdict. A panic in the
+    /// processor is that event's permanent failure, never the worker's or its batch's.
     fn outcome(&self, event: &ClaimedEvent, now: i64) -> Outcome {
-        match self.processor.process(event) {
-            Ok(effect) => Outcome::Done(effect),
-            Err(ProcessError::Permanent(error)) => Outcome::Dead { error },
-            Err(ProcessError::Transient(error))
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.processor.process(event)
+        }));
+        match verdict {
+            Ok(Ok(effect)) => Outcome::Done(effect),
+            Ok(Err(error)) => self.failure(event, error, now),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(event_id = %event.id, %message, "processing panicked; dead-lettering the event");
+                Outcome::Dead {
+                    error: format!("processing panicked: {message}"),
+                }
+            }
+        }
+    }
+
+    /// What a failed attempt leads to: a retry with backoff, or the dead letters.
+    fn failure(&self, event: &ClaimedEvent, error: ProcessError, now: i64) -> Outcome {
+        match error {
+            ProcessError::Permanent(error) => Outcome::Dead { error },
+            ProcessError::Transient(error)
                 if event.attempts >= i64::from(self.settings.max_attempts) =>
             {
                 Outcome::Dead {
                     error: format!("gave up after {} attempts: {error}", event.attempts),
                 }
             }
-            Err(ProcessError::Transient(error)) => {
+            ProcessError::Transient(error) => {
                 let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
                 let delay = self.settings.backoff.jittered(attempt);
                 Outcome::Retry {
-                    at: now + delay.as_millis() as i64,
+                    at: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
                     error,
                 }
             }
@@ -139,21 +195,41 @@ impl Worker {
         let lease_ms = self.settings.lease.as_millis() as i64;
         let claimed = self
             .db
-            .claim_due(now, lease_ms, self.settings.batch as i64, token)
+            .claim_due(
+                now,
+                lease_ms,
+                self.settings.batch as i64,
+                token,
+                i64::from(self.settings.max_attempts),
+            )
             .await?;
-        if claimed.is_empty() {
-            return Ok(0);
+        if claimed.abandoned > 0 {
+            metrics::counter!("gc_status_events_dead_lettered_total").increment(claimed.abandoned);
+            metrics::counter!("gc_status_events_abandoned_total").increment(claimed.abandoned);
+            tracing::warn!(
+                events = claimed.abandoned,
+                "dead-lettered events whose last allowed claim never finished"
+            );
         }
-        let outcomes: Vec<(ClaimedEvent, Outcome)> = claimed
+        if claimed.events.is_empty() {
+            return Ok(claimed.abandoned as usize);
+        }
+        let mut outcomes: Vec<(ClaimedEvent, Outcome)> = claimed
+            .events
             .into_iter()
             .map(|event| {
                 let outcome = self.outcome(&event, now);
                 (event, outcome)
             })
             .collect();
-        let completed = self.db.complete(token, now, &outcomes).await?;
+        let completed = self
+            .db
+            .complete(token, now, &mut outcomes, |event, reason| {
+                self.failure(event, ProcessError::Transient(reason), now)
+            })
+            .await?;
         self.record(&completed, &outcomes, now);
-        Ok(outcomes.len())
+        Ok(outcomes.len() + claimed.abandoned as usize)
     }
 
     fn record(&self, c: &Completed, outcomes: &[(ClaimedEvent, Outcome)], now: i64) {
@@ -271,12 +347,22 @@ impl Worker {
                     }
                 }
             }
-            if let Err(err) = self
-                .db
-                .prune_conversations(now - CONVERSATION_KEEP_MS, 100_000)
-                .await
-            {
-                tracing::warn!(error = %err, "pruning conversations failed");
+            let open_before = now.saturating_sub(
+                i64::try_from(self.settings.max_waiting.as_millis()).unwrap_or(i64::MAX),
+            );
+            while !shutdown.is_cancelled() {
+                match self
+                    .db
+                    .prune_conversations(now - CONVERSATION_KEEP_MS, open_before, CHUNK)
+                    .await
+                {
+                    Ok(n) if n == CHUNK as u64 => {}
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "pruning conversations failed");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -294,10 +380,10 @@ fn new_token() -> i64 {
 }
 
 /// Recomputes all statistics from the done events with the production interpretation.
-pub async fn rebuild_stats(db: &Db, ignore: &IgnoreList) -> anyhow::Result<u64> {
+pub async fn rebuild_stats(db: &Db, rules: &Rules) -> anyhow::Result<u64> {
     let applied = db
         .rebuild_stats(|event_type, payload, received_at| {
-            interpret::interpret(event_type, payload, received_at, ignore).ok()
+            interpret::interpret(event_type, payload, received_at, rules).ok()
         })
         .await?;
     Ok(applied)

@@ -1,0 +1,385 @@
+//! What real senders and faults do: reused ids, queue-less state changes, poison events,
+//! panics, crash loops.
+
+mod common;
+
+use std::{
+    sync::{atomic::AtomicU32, Arc},
+    time::Duration,
+};
+
+use common::*;
+use gc_status::server::{
+    rates::RateMeter,
+    store::work::ClaimedEvent,
+    worker::{
+        interpret::{Effect, ProcessError, Rules},
+        now_ms,
+        retry::Backoff,
+        Processor, StatsProcessor, Worker, WorkerSettings,
+    },
+};
+use serde_json::Value;
+
+fn settings(workers: usize) -> WorkerSettings {
+    WorkerSettings {
+        workers,
+        max_attempts: 3,
+        backoff: Backoff {
+            base: Duration::from_millis(1_000),
+            cap: Duration::from_millis(60_000),
+        },
+        lease: Duration::from_secs(30),
+        batch: 100,
+        retention: Duration::from_secs(7 * 86_400),
+        poll: Duration::from_millis(20),
+        grace: Duration::from_secs(1),
+        max_waiting: Duration::from_secs(4 * 3600),
+    }
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 202, "accepted");
+    response.json().await.expect("a JSON answer")
+}
+
+async fn snapshot(app: &TestApp) -> Value {
+    app.client
+        .get(app.url("/api/v2/queues"))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+async fn queue(app: &TestApp, queue_id: &str) -> Value {
+    snapshot(app).await["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["queue_id"] == queue_id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn simple(id: &str, at_ms: i64, data: &str) -> String {
+    format!(
+        r#"{{"event":"conversation:updated","id":"{id}","timestamp":"{}","data":{data}}}"#,
+        rfc3339(at_ms)
+    )
+}
+
+#[tokio::test]
+async fn a_conversation_id_reused_for_each_state_change_keeps_every_event() {
+    let app = spawn_app().await;
+    let t = now_ms() - 60_000;
+    let bodies: Vec<String> = ["queued", "connected", "disconnected"]
+        .iter()
+        .zip(0..)
+        .map(|(state, i)| {
+            simple(
+                "conv-123",
+                t + i * 1_000,
+                &format!(r#"{{"state":"{state}","queueId":"q-1"}}"#),
+            )
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for body in &bodies {
+        let answer = json(app.post_signed(body).await).await;
+        assert_eq!(answer["duplicate"], false, "{body} is a new event");
+        ids.push(answer["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids[0], "conv-123");
+    assert!(
+        ids[1] != ids[2] && ids[1].starts_with("conv-123~"),
+        "{ids:?}"
+    );
+    // True redeliveries of each are still stored once, and answered with the same id.
+    for (body, id) in bodies.iter().zip(&ids) {
+        let answer = json(app.post_signed(body).await).await;
+        assert_eq!(answer["duplicate"], true);
+        assert_eq!(answer["id"], id.as_str());
+    }
+    assert_eq!(app.stored_count().await, 3);
+
+    app.worker.run_until_idle_at(now_ms()).await.expect("run");
+    let q = queue(&app, "q-1").await;
+    assert_eq!(
+        (q["waiting"].as_i64(), q["interacting"].as_i64()),
+        (Some(0), Some(0)),
+        "{q}"
+    );
+    assert_eq!(q["answered"], 1, "{q}");
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let reused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gc_status_event_id_reused_total "))
+        .expect("the id reuse counter is exported")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(reused >= 2.0, "{reused}");
+}
+
+#[tokio::test]
+async fn the_readme_quick_start_event_shows_a_waiting_conversation() {
+    let readme = include_str!("../README.md");
+    let body = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("body='")?.strip_suffix('\''))
+        .expect("README has the quick-start body");
+    let app = spawn_app().await;
+    let answer = json(app.post_signed(body).await).await;
+    assert_eq!(answer["duplicate"], false);
+    app.worker.run_until_idle_at(now_ms()).await.expect("run");
+    let status = snapshot(&app).await;
+    assert_eq!(status["pipeline"]["counts"]["dead"], 0, "{status}");
+    assert_eq!(status["pipeline"]["counts"]["done"], 1, "{status}");
+    let q = queue(&app, "q-1").await;
+    assert_eq!(q["waiting"], 1, "{q}");
+}
+
+#[tokio::test]
+async fn a_state_change_without_a_queue_applies_where_the_conversation_is_known() {
+    let app = spawn_app().await;
+    let t = now_ms() - 60_000;
+    // In one batch: the queued event names the queue, the connected one does not.
+    app.post_signed(&simple(
+        "e1",
+        t,
+        r#"{"state":"queued","queueId":"q-a","conversationId":"c-1"}"#,
+    ))
+    .await;
+    app.post_signed(&simple(
+        "e2",
+        t + 1_000,
+        r#"{"state":"connected","conversationId":"c-1"}"#,
+    ))
+    .await;
+    // Across batches, with the conversation in `data.id`.
+    app.post_signed(&simple(
+        "e3",
+        t,
+        r#"{"state":"queued","queueId":"q-b","id":"c-2"}"#,
+    ))
+    .await;
+    app.worker.run_until_idle_at(now_ms()).await.expect("run");
+    app.post_signed(&simple(
+        "e4",
+        t + 2_000,
+        r#"{"state":"disconnected","id":"c-2"}"#,
+    ))
+    .await;
+    // Known nowhere: retried (its queued event may be late), then a dead letter saying why.
+    app.post_signed(&simple(
+        "e5",
+        t,
+        r#"{"state":"connected","conversationId":"c-404"}"#,
+    ))
+    .await;
+    let mut at = now_ms();
+    for _ in 0..4 {
+        app.worker.run_until_idle_at(at).await.expect("run");
+        at += 3_600_000;
+    }
+
+    let a = queue(&app, "q-a").await;
+    assert_eq!(
+        (a["waiting"].as_i64(), a["interacting"].as_i64()),
+        (Some(0), Some(1)),
+        "{a}"
+    );
+    let b = queue(&app, "q-b").await;
+    assert_eq!(
+        (b["waiting"].as_i64(), b["abandoned"].as_i64()),
+        (Some(0), Some(1)),
+        "{b}"
+    );
+    let lost = app.db.event_state("e5").await.expect("read").expect("row");
+    assert_eq!((lost.status.as_str(), lost.attempts), ("dead", 3));
+    assert!(
+        lost.errors[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("`c-404` is not known in any queue")),
+        "{:?}",
+        lost.errors
+    );
+}
+
+/// Panics on the event with the given id; interprets every other event.
+struct PanicsOn(&'static str, AtomicU32);
+
+impl Processor for PanicsOn {
+    fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
+        if event.id == self.0 {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("cannot handle {}", event.id);
+        }
+        StatsProcessor {
+            rules: Rules::default(),
+        }
+        .process(event)
+    }
+}
+
+#[tokio::test]
+async fn a_panic_dead_letters_its_event_and_the_batch_and_worker_carry_on() {
+    let app = spawn_app().await;
+    let processor = Arc::new(PanicsOn("p-2", AtomicU32::new(0)));
+    let worker = Worker::new(
+        app.db.clone(),
+        processor.clone(),
+        settings(1),
+        Arc::new(RateMeter::default()),
+    );
+    let t = now_ms() - 1_000;
+    for i in 1..=5 {
+        app.post_signed(&conversation_event(
+            &format!("p-{i}"),
+            "q",
+            &format!("c{i}"),
+            "queued",
+            t,
+        ))
+        .await;
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = worker.spawn(wake.clone(), shutdown.clone());
+    let settled = || async {
+        let mut all = true;
+        for i in 1..=6 {
+            let state = app.db.event_state(&format!("p-{i}")).await.expect("read");
+            all &= state.is_none_or(|s| s.status == "done" || s.status == "dead");
+        }
+        all
+    };
+    wait_until("the batch is settled", Duration::from_secs(10), settled).await;
+    for i in [1, 3, 4, 5] {
+        let state = app
+            .db
+            .event_state(&format!("p-{i}"))
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(state.status, "done", "p-{i}");
+    }
+    let poison = app.db.event_state("p-2").await.expect("read").expect("row");
+    assert_eq!(poison.status, "dead");
+    assert!(
+        poison.errors[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("processing panicked: cannot handle p-2")),
+        "{:?}",
+        poison.errors
+    );
+    assert_eq!(
+        processor.1.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not retried"
+    );
+
+    // The worker task survived: it still processes what comes next.
+    assert!(tasks.try_join_next().is_none(), "no worker task ended");
+    app.post_signed(&conversation_event("p-6", "q", "c6", "queued", t))
+        .await;
+    wake.notify_one();
+    wait_until("p-6 is done", Duration::from_secs(10), || async {
+        app.db
+            .event_state("p-6")
+            .await
+            .expect("read")
+            .is_some_and(|s| s.status == "done")
+    })
+    .await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(queue(&app, "q").await["waiting"], 5);
+}
+
+#[tokio::test]
+async fn an_event_whose_claims_never_finish_is_dead_lettered_at_the_limit() {
+    let app = spawn_app().await;
+    app.post_signed(&conversation_event("a-1", "q", "c1", "queued", now_ms()))
+        .await;
+    let t = now_ms();
+    // Three claims whose leases (1 s) expire without completion: the process died each time.
+    for claim in 1..=3 {
+        let claimed = app
+            .db
+            .claim_due(t + claim * 2_000, 1_000, 10, claim, 3)
+            .await
+            .expect("claim");
+        assert_eq!(
+            (claimed.events.len(), claimed.abandoned),
+            (1, 0),
+            "claim {claim}"
+        );
+    }
+    let next = app
+        .db
+        .claim_due(t + 10_000, 1_000, 10, 99, 3)
+        .await
+        .expect("claim");
+    assert_eq!((next.events.len(), next.abandoned), (0, 1));
+    let state = app.db.event_state("a-1").await.expect("read").expect("row");
+    assert_eq!(state.status, "dead");
+    let page = app
+        .db
+        .list_dead_letters(&Default::default(), 10, 0)
+        .await
+        .expect("list");
+    assert_eq!(page.total, 1);
+    assert!(
+        page.items[0]
+            .last_error
+            .starts_with("abandoned after 3 claims: processing never finished"),
+        "{}",
+        page.items[0].last_error
+    );
+}
+
+#[tokio::test]
+async fn batch_mates_of_an_unfinished_claim_are_retried_one_at_a_time() {
+    let app = spawn_app().await;
+    for i in 1..=3 {
+        app.post_signed(&conversation_event(
+            &format!("b-{i}"),
+            "q",
+            &format!("c{i}"),
+            "queued",
+            now_ms(),
+        ))
+        .await;
+    }
+    let t = now_ms();
+    let first = app.db.claim_due(t, 1_000, 10, 1, 3).await.expect("claim");
+    assert_eq!(first.events.len(), 3, "one batch");
+    // The claim never finishes; once its lease expires, each suspect is claimed alone.
+    for token in 2..=4 {
+        let again = app
+            .db
+            .claim_due(t + 2_000, 1_000, 10, token, 3)
+            .await
+            .expect("claim");
+        assert_eq!(again.events.len(), 1, "a suspect is claimed alone");
+    }
+    // The normal worker finishes them once those leases expire too.
+    assert_eq!(
+        app.worker.run_until_idle_at(t + 4_000).await.expect("run"),
+        3
+    );
+    assert_eq!(queue(&app, "q").await["waiting"], 3);
+}
