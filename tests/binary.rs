@@ -447,7 +447,7 @@ async fn an_event_that_kills_the_process_every_time_ends_in_the_dead_letters() {
         .await
         .expect("JSON");
     assert_eq!(queues["queues"][0]["waiting"], 20, "{queues}");
-    assert_eq!(queues["pipeline"]["counts"]["dead"], 1, "{queues}");
+    assert_eq!(queues["pipeline"]["dead"], 1, "{queues}");
     server.child.kill().expect("stop the server");
     server.child.wait().expect("reap the server");
 }

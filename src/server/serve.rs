@@ -22,6 +22,9 @@ use tower::ServiceExt as _;
 
 use super::{config::Config, ingest::WEBHOOK_PATH, state::AppState};
 
+/// Largest request head (request line and headers) read from a client.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How long shutdown waits for open requests before closing their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -113,7 +116,9 @@ pub async fn serve(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(header_timeout)
+                // Request heads over this get 431 instead of hyper's ~400 KB default.
+                .max_buf_size(MAX_HEAD_BYTES);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -242,14 +242,17 @@ impl Application {
         let stop_on_signal = stop.clone();
         let serving = tokio::spawn(serve(listener, router, read_timeout, async move {
             tokio::select! {
-                () = shutdown => {}
+                // The signal cancels `stop` first, so the tasks' ends that follow (the writer
+                // stops once the router is gone) are not taken for failures.
+                () = shutdown => stop_on_signal.cancel(),
                 () = stop_on_signal.cancelled() => {}
             }
         }));
         // Watch the tasks until shutdown begins (by signal or by a failure).
         let failure = tokio::select! {
-            failure = tasks.first_failure(&mut writer_task) => Some(failure),
+            biased;
             () = stop.cancelled() => None,
+            failure = tasks.first_failure(&mut writer_task) => Some(failure),
         };
         if let Some((part, cause)) = &failure {
             tracing::error!(

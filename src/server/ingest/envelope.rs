@@ -76,9 +76,49 @@ fn parse_fields<'a>(json: &'a str, at: &str) -> Result<Fields<'a>, InvalidPayloa
     })
 }
 
+/// Deepest nesting accepted. Real payloads stay under ten levels; the parser keeps nested
+/// values it does not read as raw text, where serde's own recursion limit does not reach, so
+/// the limit is enforced here, before anything is stored.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `json` nests arrays and objects deeper than `limit` (strings are skipped).
+fn nests_deeper_than(json: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Validates `body` and extracts the event's id and type.
 pub fn parse(body: &[u8]) -> Result<Envelope, InvalidPayload> {
     let json = std::str::from_utf8(body).map_err(|_| invalid("the body is not valid UTF-8"))?;
+    if nests_deeper_than(json, MAX_DEPTH) {
+        return Err(invalid(format!(
+            "the body nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
     let fields = parse_fields(json, "")?;
 
     if fields.detail_type.is_some() || (fields.detail.is_some() && fields.source.is_some()) {
@@ -248,6 +288,21 @@ mod tests {
             r#"{{"event":"e","id":"{long}","timestamp":"2026-01-31T09:30:00Z","data":{{}}}}"#
         ))
         .contains("at most"));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_but_brackets_in_strings_do_not_count() {
+        let deep = format!(
+            r#"{{"event":"e","timestamp":"2026-01-31T09:30:00Z","data":{}1{}}}"#,
+            "{\"a\":".repeat(100),
+            "}".repeat(100)
+        );
+        assert!(err(&deep).contains("nests deeper"));
+        let brackets = format!(
+            r#"{{"event":"e","timestamp":"2026-01-31T09:30:00Z","data":{{"s":"{}\"["}}}}"#,
+            "[{".repeat(100)
+        );
+        assert!(parse(brackets.as_bytes()).is_ok());
     }
 
     #[test]
