@@ -1,0 +1,591 @@
+//! The benchmark users feel: the real release binary over loopback TCP, driven by Debian's
+//! `wrk` (a separate process) with pre-signed requests, as a new user would measure it.
+//!
+//! ```text
+//! cargo bench --features ssr --bench http -- [--scenario NAME]... [--duration SECS] [--rounds N]
+//! ```
+//!
+//! Scenarios (all by default), each on a fresh database, wrk with 2 threads and 64 connections:
+//! - `workers-off`: ingestion alone (`GC_STATUS_WORKERS=0`), every event new: the baseline;
+//! - `shipped-mixed`: as shipped, 75% `conversation:updated` for new conversations in 20
+//!   queues and 25% unknown types that end as dead letters; reports the backlog at the end
+//!   and how long it takes to drain;
+//! - `stored-1m`: workers off, 1,000,000 events already stored, first alone;
+//! - `stored-1m-readers`: the same while 200 clients poll `GET /api/v2/queues` every 100 ms and
+//!   200 status streams stay open (readers must not slow ingestion);
+//! - `slow-clients`: as shipped while 1,000 connections open and then trickle or idle;
+//! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on.
+//!
+//! Every scenario checks that each acknowledged event is in the database. Figures are medians
+//! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
+
+use std::{
+    io::{BufRead as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use gc_status::server::ingest::auth::sign_hex;
+use sqlx::{Connection as _, SqliteConnection};
+
+const SECRET: &str = "bench-secret";
+const CONNECTIONS: usize = 64;
+const QUEUES: usize = 20;
+
+/// The wrk script: each thread loads its share of the pre-signed requests, sends each once
+/// and counts 202s.
+const WRK_SCRIPT: &str = r#"
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  local path, nthreads = args[1], tonumber(args[2])
+  requests, n, accepted, other = {}, 0, 0, 0
+  local i = 0
+  for line in io.lines(path) do
+    if i % nthreads == tid then
+      local sig, body = line:match("^(%S+)\t(.*)$")
+      requests[#requests + 1] = wrk.format("POST", "/api/v2/webhooks/gc-status",
+        { ["Content-Type"] = "application/json", ["X-GC-Signature"] = sig }, body)
+    end
+    i = i + 1
+  end
+end
+function request()
+  n = n + 1
+  if n > #requests then n = 1 end
+  return requests[n]
+end
+function response(status, headers, body)
+  if status == 202 then accepted = accepted + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local acc, oth = 0, 0
+  for _, t in ipairs(threads) do
+    acc = acc + t:get("accepted")
+    oth = oth + t:get("other")
+  end
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", acc, oth,
+    latency:percentile(50), latency:percentile(99), latency.max, summary.duration))
+end
+"#;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// Every event a `conversation:updated` for a new conversation.
+    Updates,
+    /// 75% updates, 25% unknown types (dead letters).
+    Mixed,
+}
+
+/// One pre-signed request per line: `<hex signature>\t<body>`.
+fn write_requests(path: &Path, count: usize, workload: Workload, tag: &str) {
+    let file = std::fs::File::create(path).expect("create the requests file");
+    let mut out = std::io::BufWriter::new(file);
+    let now = jiff::Timestamp::now();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..count {
+        // xorshift: reproducible queue choice without a dependency.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let body = if workload == Workload::Mixed && i % 4 == 3 {
+            format!(
+                r#"{{"event":"agent:status","id":"{tag}-{i}","timestamp":"{now}","data":{{"agentId":"a-{}"}}}}"#,
+                seed % 500
+            )
+        } else {
+            format!(
+                r#"{{"event":"conversation:updated","id":"{tag}-{i}","timestamp":"{now}","data":{{"state":"queued","queueId":"queue-{}","conversationId":"conv-{tag}-{i}","mediaType":"voice"}}}}"#,
+                seed % QUEUES as u64
+            )
+        };
+        writeln!(out, "{}\t{body}", sign_hex(SECRET, body.as_bytes())).expect("write");
+    }
+    out.flush().expect("flush");
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    db_url: String,
+}
+
+impl Server {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let db_url = format!("sqlite://{}", dir.join("gc-status.db").display());
+        let child = Command::new(env!("CARGO_BIN_EXE_gc-status"))
+            .env_clear()
+            .env("LEPTOS_SITE_ADDR", &addr)
+            .env("GC_STATUS_DATABASE_URL", &db_url)
+            .env("GC_STATUS_HMAC_SECRETS", SECRET)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gc-status");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = std::net::TcpStream::connect(&addr).is_ok_and(|mut s| {
+                let _ =
+                    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(s).read_line(&mut line);
+                line.contains(" 200 ")
+            });
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gc-status did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            addr,
+            db_url,
+        }
+    }
+
+    /// Peak resident memory so far (MiB).
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one wrk run reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    accepted: u64,
+    other: u64,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path) -> Load {
+    let script = dir.join("signed.lua");
+    std::fs::write(&script, WRK_SCRIPT).expect("write the wrk script");
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{}s", duration.as_secs()),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .arg("--")
+        .arg(requests)
+        .arg("2")
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no result:\n{text}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    Load {
+        accepted: n[0] as u64,
+        other: n[1] as u64,
+        per_second: n[0] / (n[5] / 1e6),
+        p50_ms: n[2] / 1000.0,
+        p99_ms: n[3] / 1000.0,
+        max_ms: n[4] / 1000.0,
+    }
+}
+
+async fn count(db_url: &str, sql: &'static str) -> i64 {
+    let mut conn = SqliteConnection::connect(db_url).await.expect("open");
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
+}
+
+/// Fills a fresh database with `n` stored events (`status`), as if received earlier.
+async fn preload(dir: &Path, n: usize, status: &str) {
+    // Create the schema with the real binary, then add rows directly: much faster than HTTP.
+    let server = Server::start(dir, &[("GC_STATUS_WORKERS", "0")]);
+    let db_url = server.db_url.clone();
+    server.stop();
+    let mut conn = SqliteConnection::connect(&db_url).await.expect("open");
+    let now = jiff::Timestamp::now();
+    let now_ms = now.as_millisecond();
+    let sql = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
+         INSERT INTO events (id, event_type, payload, received_at, next_attempt_at, status, processed_at)
+         SELECT 'pre-' || i,
+                CASE WHEN i % 4 = 3 THEN 'agent:status' ELSE 'conversation:updated' END,
+                CASE WHEN i % 4 = 3
+                  THEN printf('{{\"event\":\"agent:status\",\"id\":\"pre-%d\",\"timestamp\":\"{now}\",\"data\":{{\"agentId\":\"a-%d\"}}}}', i, i % 500)
+                  ELSE printf('{{\"event\":\"conversation:updated\",\"id\":\"pre-%d\",\"timestamp\":\"{now}\",\"data\":{{\"state\":\"queued\",\"queueId\":\"queue-%d\",\"conversationId\":\"conv-pre-%d\"}}}}', i, i % {QUEUES}, i)
+                END,
+                {now_ms}, {now_ms}, '{status}', CASE WHEN '{status}' = 'done' THEN {now_ms} END
+           FROM n"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .expect("preload");
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .expect("checkpoint");
+}
+
+/// Polls `GET /api/v2/queues` from `pollers` clients every 100 ms and keeps `streams` status
+/// streams open until `stop`; returns the number of successful polls.
+fn start_readers(
+    addr: &str,
+    pollers: usize,
+    streams: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let polls = Arc::new(AtomicU64::new(0));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..pollers {
+                let (addr, stop, polls) = (addr.clone(), stop.clone(), polls.clone());
+                tasks.spawn(async move {
+                    let client = reqwest::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(r) = client
+                            .get(format!("http://{addr}/api/v2/queues"))
+                            .send()
+                            .await
+                        {
+                            if r.bytes().await.is_ok() {
+                                polls.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+            }
+            for _ in 0..streams {
+                let (addr, stop) = (addr.clone(), stop.clone());
+                tasks.spawn(async move {
+                    let client = reqwest::Client::new();
+                    if let Ok(mut r) = client
+                        .get(format!("http://{addr}/api/v2/stream"))
+                        .send()
+                        .await
+                    {
+                        while !stop.load(Ordering::Relaxed) {
+                            match tokio::time::timeout(Duration::from_millis(200), r.chunk()).await
+                            {
+                                Ok(Ok(Some(_))) | Err(_) => {}
+                                _ => break,
+                            }
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            polls.load(Ordering::Relaxed)
+        })
+    })
+}
+
+/// Opens `n` connections that send part of a request and then trickle a byte a second or idle.
+fn start_slow_clients(addr: &str, n: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let (addr, stop) = (addr.clone(), stop.clone());
+                tasks.spawn(async move {
+                    // Reconnect whenever the server cuts the connection off, until told to stop.
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        let head = if i % 2 == 0 {
+                            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{"
+                        } else {
+                            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\n"
+                        };
+                        if s.write_all(head.as_bytes()).await.is_err() {
+                            continue;
+                        }
+                        while !stop.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if i % 2 == 0 && s.write_all(b" ").await.is_err() {
+                                break;
+                            }
+                            if i % 2 == 1 && s.write_all(b"x-idle: 1\r\n").await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+    })
+}
+
+struct Outcome {
+    load: Load,
+    note: String,
+}
+
+async fn scenario(name: &str, duration: Duration) -> Outcome {
+    let dir = tempfile::Builder::new()
+        .prefix("gc-status-bench-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir");
+    let requests = dir.path().join("requests.tsv");
+    // Enough distinct events that none is sent twice at 40,000/s.
+    let needed = (duration.as_secs() as usize + 2) * 40_000;
+    let (workload, env, preloaded, readers, slow): (
+        Workload,
+        Vec<(&str, &str)>,
+        usize,
+        bool,
+        bool,
+    ) = match name {
+        "workers-off" => (
+            Workload::Updates,
+            vec![("GC_STATUS_WORKERS", "0")],
+            0,
+            false,
+            false,
+        ),
+        "shipped-mixed" => (Workload::Mixed, vec![], 0, false, false),
+        "stored-1m" => (
+            Workload::Updates,
+            vec![("GC_STATUS_WORKERS", "0")],
+            1_000_000,
+            false,
+            false,
+        ),
+        "stored-1m-readers" => (
+            Workload::Updates,
+            vec![("GC_STATUS_WORKERS", "0")],
+            1_000_000,
+            true,
+            false,
+        ),
+        "slow-clients" => (
+            Workload::Mixed,
+            vec![("GC_STATUS_REQUEST_READ_TIMEOUT_SECS", "10")],
+            0,
+            false,
+            true,
+        ),
+        "drain-1m" => return drain(dir.path()).await,
+        other => panic!("unknown scenario {other}"),
+    };
+    if preloaded > 0 {
+        preload(dir.path(), preloaded, "done").await;
+    }
+    write_requests(&requests, needed, workload, "b");
+    let server = Server::start(dir.path(), &env);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_thread = readers.then(|| start_readers(&server.addr, 200, 200, stop.clone()));
+    let slow_thread = slow.then(|| start_slow_clients(&server.addr, 1_000, stop.clone()));
+    if readers || slow {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let load = run_wrk(&server.addr, &requests, duration, dir.path());
+    let mut note = String::new();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = reader_thread {
+        let polls = t.join().expect("readers");
+        note += &format!("{polls} polls answered; ");
+    }
+    if let Some(t) = slow_thread {
+        t.join().expect("slow clients");
+    }
+    let backlog = count(
+        &server.db_url,
+        "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
+    )
+    .await;
+    if name == "shipped-mixed" {
+        let started = Instant::now();
+        while count(
+            &server.db_url,
+            "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
+        )
+        .await
+            > 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "the backlog does not drain"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        note += &format!(
+            "backlog {backlog} drained in {:.1} s; ",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let stored = count(
+        &server.db_url,
+        "SELECT COUNT(*) FROM events WHERE id LIKE 'b-%'",
+    )
+    .await;
+    assert!(
+        stored as u64 >= load.accepted,
+        "{name}: {} acknowledged but {stored} stored",
+        load.accepted
+    );
+    note += &format!(
+        "{stored} stored ≥ {} acknowledged; peak RSS {:.0} MiB",
+        load.accepted,
+        server.peak_rss_mib()
+    );
+    server.stop();
+    Outcome { load, note }
+}
+
+/// Processing alone: how fast a stored backlog of 1,000,000 mixed events is worked off.
+async fn drain(dir: &Path) -> Outcome {
+    const BACKLOG: usize = 1_000_000;
+    preload(dir, BACKLOG, "pending").await;
+    let started = Instant::now();
+    let server = Server::start(dir, &[]);
+    loop {
+        let open = count(
+            &server.db_url,
+            "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
+        )
+        .await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the backlog does not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let note = format!(
+        "{BACKLOG} events pending → done/dead in {took:.1} s; peak RSS {:.0} MiB",
+        server.peak_rss_mib()
+    );
+    server.stop();
+    Outcome {
+        load: Load {
+            accepted: BACKLOG as u64,
+            per_second: BACKLOG as f64 / took,
+            ..Load::default()
+        },
+        note,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let mut scenarios = Vec::new();
+    let mut duration = Duration::from_secs(15);
+    let mut rounds = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--scenario" => scenarios.push(args.next().expect("a scenario name")),
+            "--duration" => {
+                duration =
+                    Duration::from_secs(args.next().and_then(|v| v.parse().ok()).expect("seconds"))
+            }
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("a count"),
+            _ => {} // cargo bench passes `--bench`
+        }
+    }
+    if scenarios.is_empty() {
+        scenarios = [
+            "workers-off",
+            "shipped-mixed",
+            "stored-1m",
+            "stored-1m-readers",
+            "slow-clients",
+            "drain-1m",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    let _: PathBuf = PathBuf::new();
+    println!(
+        "{:<20} {:>12} {:>9} {:>9} {:>9} {:>7}  notes",
+        "scenario", "events/s", "p50 ms", "p99 ms", "max ms", "non-202"
+    );
+    for name in &scenarios {
+        let mut outcomes = Vec::new();
+        for _ in 0..rounds {
+            outcomes.push(scenario(name, duration).await);
+        }
+        let load = |f: fn(&Load) -> f64| median(outcomes.iter().map(|o| f(&o.load)).collect());
+        println!(
+            "{:<20} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>7}  {}",
+            name,
+            load(|l| l.per_second),
+            load(|l| l.p50_ms),
+            load(|l| l.p99_ms),
+            load(|l| l.max_ms),
+            outcomes.iter().map(|o| o.load.other).max().unwrap_or(0),
+            outcomes.last().map(|o| o.note.as_str()).unwrap_or_default()
+        );
+    }
+}
