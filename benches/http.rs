@@ -136,7 +136,11 @@ impl Server {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::env::var_os("GC_STATUS_BENCH_SERVER_LOG").map_or_else(Stdio::null, |p| {
+                    Stdio::from(std::fs::File::create(p).expect("log file"))
+                }),
+            )
             .spawn()
             .expect("start gc-status");
         let deadline = Instant::now() + Duration::from_secs(120);

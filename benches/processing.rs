@@ -81,6 +81,7 @@ async fn load(url: &str, events: usize) -> store::Db {
             gate: db.write_gate(),
             committed: Arc::new(Notify::new()),
             ingested: Arc::new(RateMeter::default()),
+            inline: None,
             health: Default::default(),
         },
     );
@@ -103,6 +104,7 @@ async fn load(url: &str, events: usize) -> store::Db {
                     event_type: "conversation:updated".into(),
                     payload: Bytes::from(body),
                     received_at: base,
+                    processed: None,
                 })
                 .await
                 .expect("stored")

@@ -385,3 +385,142 @@ async fn batch_mates_of_an_unfinished_claim_are_retried_one_at_a_time() {
     );
     assert_eq!(queue(&app, "q").await["waiting"], 3);
 }
+
+#[tokio::test]
+async fn events_are_processed_as_they_arrive_and_the_workers_only_get_what_is_left() {
+    let app = spawn_app_with(|c| c.worker.workers = 1).await;
+    let t = now_ms() - 1_000;
+    app.post_signed(&simple(
+        "in-1",
+        t,
+        r#"{"state":"queued","queueId":"q-in","conversationId":"c-1"}"#,
+    ))
+    .await;
+    app.post_signed(&simple(
+        "in-2",
+        t + 500,
+        r#"{"state":"connected","conversationId":"c-1"}"#,
+    ))
+    .await;
+    let unknown = r#"{"event":"agent:status","id":"in-3","timestamp":"2026-11-29T10:00:00Z","data":{"agentId":"a"}}"#;
+    app.post_signed(unknown).await;
+    wait_until(
+        "the inline results are applied",
+        Duration::from_secs(10),
+        || async {
+            let counts = app.db.event_counts().await.expect("counts");
+            counts.done == 2 && counts.dead == 1
+        },
+    )
+    .await;
+    for id in ["in-1", "in-2"] {
+        let state = app.db.event_state(id).await.expect("read").expect("row");
+        assert_eq!((state.status.as_str(), state.attempts), ("done", 1), "{id}");
+    }
+    let q = queue(&app, "q-in").await;
+    assert_eq!(
+        (q["waiting"].as_i64(), q["interacting"].as_i64()),
+        (Some(0), Some(1)),
+        "{q}"
+    );
+    // The dead letter has its error and the payload byte for byte (kept on the event row).
+    let letter: Value = app
+        .client
+        .get(app.url("/api/v2/admin/dead-letters/in-3"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(letter["payload"], unknown, "{letter}");
+    assert!(
+        letter["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("agent:status")),
+        "{letter}"
+    );
+
+    // Applying the same verdicts again changes nothing: each event is applied once.
+    let again = app
+        .db
+        .complete_inline(
+            &[(
+                "in-1".to_owned(),
+                Ok(gc_status::server::worker::interpret::Effect::Ignored),
+            )],
+            now_ms(),
+        )
+        .await
+        .expect("apply");
+    assert_eq!((again.done, again.dead), (0, 0));
+    app.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers() {
+    use gc_status::server::{
+        rates::RateMeter as Meter,
+        store::writer::{IngestWriter, NewEvent, WriterSettings, INLINE_GRACE_MS},
+    };
+    let app = spawn_app().await;
+    let conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .expect("connect");
+    // A writer whose applier is gone (as after a crash between commit and apply).
+    let (writer, _task) = IngestWriter::spawn(
+        conn,
+        WriterSettings {
+            queue_capacity: 16,
+            queue_bytes: 1 << 20,
+            max_batch: 16,
+            timeout: Duration::from_secs(5),
+            gate: app.db.write_gate(),
+            committed: Arc::new(tokio::sync::Notify::new()),
+            ingested: Arc::new(Meter::default()),
+            inline: None,
+            health: Default::default(),
+        },
+    );
+    let body = conversation_event("orphan-1", "q-o", "c-o", "queued", now_ms());
+    let received_at = now_ms();
+    let effect = StatsProcessor {
+        rules: Rules::default(),
+    }
+    .process(&ClaimedEvent {
+        seq: 0,
+        id: "orphan-1".into(),
+        event_type: "conversation:updated".into(),
+        payload: body.clone().into_bytes(),
+        attempts: 1,
+        received_at,
+    });
+    writer
+        .store(NewEvent {
+            id: "orphan-1".into(),
+            event_type: "conversation:updated".into(),
+            payload: body.into(),
+            received_at,
+            processed: Some(effect),
+        })
+        .await
+        .expect("stored");
+    // Within the grace period the workers leave it to the applier...
+    assert_eq!(
+        app.worker
+            .run_until_idle_at(received_at + 1_000)
+            .await
+            .expect("run"),
+        0
+    );
+    // ...after it, they take it over.
+    assert_eq!(
+        app.worker
+            .run_until_idle_at(received_at + INLINE_GRACE_MS + 1)
+            .await
+            .expect("run"),
+        1
+    );
+    assert_eq!(queue(&app, "q-o").await["waiting"], 1);
+}

@@ -29,7 +29,7 @@ use super::{
         writer::{IngestWriter, WriterSettings},
         Db,
     },
-    worker::{HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
+    worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use crate::app::{shell, App};
 
@@ -85,6 +85,17 @@ impl Application {
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
         let health = Health::default();
+        let processor = processor(&config);
+        // Processing as events arrive spares the workers (and the write lock) a claim and a
+        // completion per event; it needs workers on (they handle retries and crashes).
+        let inline = (config.worker.workers > 0 && processor.inline()).then(|| processor.clone());
+        let (inline_tx, inline_rx) = match inline {
+            Some(_) => {
+                let (tx, rx) = worker::inline::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
             WriterSettings {
@@ -95,12 +106,13 @@ impl Application {
                 gate: db.write_gate(),
                 committed: wake_workers.clone(),
                 ingested: ingested.clone(),
+                inline: inline_tx,
                 health: health.clone(),
             },
         );
         let worker = Worker::new(
             db.clone(),
-            processor(&config),
+            processor,
             WorkerSettings::from_config(&config.worker),
             processed.clone(),
         );
@@ -111,7 +123,7 @@ impl Application {
             observation_ttl: Duration::from_secs(config.worker.observation_ttl_secs),
             max_waiting: Duration::from_secs(config.worker.max_waiting_secs),
             ingested,
-            processed,
+            processed: processed.clone(),
             cache_for: Duration::from_millis(config.status_cache_ms),
             cache: Default::default(),
         });
@@ -150,8 +162,22 @@ impl Application {
             shutdown: shutdown.clone(),
             health: health.clone(),
             limits: Limits::from_config(&config),
+            inline,
         };
         let router = router(state);
+        let mut extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
+        if let Some(rx) = inline_rx {
+            extra_tasks.push((
+                "inline applier",
+                Box::pin(worker::inline::run(
+                    db.clone(),
+                    rx,
+                    processed.clone(),
+                    wake_workers.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
         Ok(Application {
             listener,
             router,
@@ -163,7 +189,7 @@ impl Application {
             status,
             shutdown,
             health,
-            extra_tasks: Vec::new(),
+            extra_tasks,
             read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
         })
     }

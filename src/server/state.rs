@@ -14,6 +14,7 @@ use super::{
     serve::Limits,
     status::{StatusFeed, StatusSource},
     store::{writer::IngestWriter, Db},
+    worker::Processor,
 };
 
 /// Shared application state; cheap to clone.
@@ -36,4 +37,6 @@ pub struct AppState {
     pub health: Health,
     /// Requests in flight per kind, and the body read timeout.
     pub limits: Limits,
+    /// The processor that runs on each event as it arrives, when processing is inline.
+    pub inline: Option<Arc<dyn Processor>>,
 }

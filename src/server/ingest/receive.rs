@@ -17,7 +17,11 @@ use super::envelope;
 use crate::server::{
     error::ApiError,
     state::AppState,
-    store::writer::{NewEvent, Stored},
+    store::{
+        work::ClaimedEvent,
+        writer::{NewEvent, Stored},
+    },
+    worker,
 };
 
 pub const WEBHOOK_PATH: &str = "/api/v2/webhooks/gc-status";
@@ -88,13 +92,30 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         })?;
 
     let envelope = envelope::parse(&body)?;
+    let received_at = jiff::Timestamp::now().as_millisecond();
+    // Inline processing: interpreting is pure CPU, done here in parallel across requests and
+    // outside the write lock; the writer stores the result in the same commit as the event.
+    let processed = state.inline.as_deref().map(|processor| {
+        worker::verdict(
+            processor,
+            &ClaimedEvent {
+                seq: 0,
+                id: envelope.event_id.clone(),
+                event_type: envelope.event_type.clone(),
+                payload: body.to_vec(),
+                attempts: 1,
+                received_at,
+            },
+        )
+    });
     let receipt = state
         .writer
         .store(NewEvent {
             id: envelope.event_id,
             event_type: envelope.event_type,
             payload: body,
-            received_at: jiff::Timestamp::now().as_millisecond(),
+            received_at,
+            processed,
         })
         .await?;
     if receipt.id_reused && receipt.stored == Stored::New {

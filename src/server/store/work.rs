@@ -1,11 +1,11 @@
 //! The work queue on the `events` table: claim under a lease, complete, retry, dead-letter,
 //! release, prune.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use super::{add_totals, stats, Db};
-use crate::server::worker::interpret::Effect;
+use crate::server::worker::interpret::{Effect, ProcessError};
 
 /// An event claimed by a worker.
 #[derive(Debug, Clone)]
@@ -33,6 +33,15 @@ pub struct Claimed {
     pub events: Vec<ClaimedEvent>,
     /// Events dead-lettered at this claim because their last allowed claim never finished.
     pub abandoned: u64,
+}
+
+/// What [`Db::complete_inline`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InlineApplied {
+    pub done: u64,
+    pub dead: u64,
+    /// Left pending and due now, for the workers.
+    pub for_workers: u64,
 }
 
 /// How a batch completion went.
@@ -205,6 +214,26 @@ impl Db {
         Ok(completed)
     }
 
+    /// Applies the verdicts of events processed as they arrived (inline processing), in one
+    /// short transaction: done events with their statistics, dead ones with their letters.
+    ///
+    /// Only events still pending and never claimed change: one a worker took over (after a
+    /// crash, or past the grace period) belongs to that worker, so nothing is applied twice.
+    /// An update whose conversation is known in no queue yet is left to the workers at once
+    /// (they retry it).
+    #[tracing::instrument(skip_all, fields(events = verdicts.len()))]
+    pub async fn complete_inline(
+        &self,
+        verdicts: &[(String, Result<Effect, ProcessError>)],
+        now: i64,
+    ) -> sqlx::Result<InlineApplied> {
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        let applied = apply_verdicts(&mut tx, verdicts, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
     /// attempt.
     pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
@@ -294,6 +323,87 @@ enum Due {
     ExpiredLease,
 }
 
+/// [`Db::complete_inline`] inside a transaction the caller holds (the writer's own, too).
+pub(crate) async fn apply_verdicts(
+    tx: &mut SqliteConnection,
+    verdicts: &[(String, Result<Effect, ProcessError>)],
+    now: i64,
+) -> sqlx::Result<InlineApplied> {
+    let routes = stats::routes(
+        &mut *tx,
+        verdicts.iter().filter_map(|(_, v)| v.as_ref().ok()),
+    )
+    .await?;
+    let (mut done, mut dead, mut for_workers) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, verdict) in verdicts {
+        match verdict {
+            Ok(Effect::Conversation(c))
+                if c.queue_id.is_none() && !routes.contains_key(&c.conversation_id) =>
+            {
+                for_workers.push(id.as_str())
+            }
+            Ok(_) => done.push(id.as_str()),
+            Err(ProcessError::Permanent(error)) => dead.push(json!({ "i": id, "e": error })),
+            Err(ProcessError::Transient(_)) => for_workers.push(id.as_str()),
+        }
+    }
+    let mut applied = InlineApplied::default();
+    if !done.is_empty() {
+        let flipped: std::collections::HashSet<String> = sqlx::query_scalar(
+            "UPDATE events
+                SET status = 'done', attempts = 1, processed_at = ?1, next_attempt_at = ?1
+              WHERE id IN (SELECT value FROM json_each(?2))
+                AND +status = 'pending' AND attempts = 0
+          RETURNING id",
+        )
+        .bind(now)
+        .bind(json!(done).to_string())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let effects = verdicts.iter().filter_map(|(id, v)| match v {
+            Ok(effect) if flipped.contains(id) => Some(effect),
+            _ => None,
+        });
+        stats::apply(tx, effects, &routes).await?;
+        applied.done = flipped.len() as u64;
+    }
+    if !dead.is_empty() {
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "UPDATE events
+                SET status = 'dead', attempts = 1, next_attempt_at = ?1,
+                    last_error = j.value ->> 'e',
+                    errors = json_array(json_object('at', ?1, 'error', j.value ->> 'e'))
+               FROM json_each(?2) AS j
+              WHERE events.id = j.value ->> 'i' AND +events.status = 'pending'
+                AND events.attempts = 0
+          RETURNING seq",
+        )
+        .bind(now)
+        .bind(Value::Array(dead).to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        file_dead_letters(tx, &seqs, now).await?;
+        applied.dead = seqs.len() as u64;
+    }
+    if !for_workers.is_empty() {
+        applied.for_workers = sqlx::query(
+            "UPDATE events SET next_attempt_at = ?1
+              WHERE id IN (SELECT value FROM json_each(?2))
+                AND +status = 'pending' AND attempts = 0",
+        )
+        .bind(now)
+        .bind(json!(for_workers).to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    let dead = applied.dead as i64;
+    add_totals(tx, applied.done as i64, dead, dead).await?;
+    Ok(applied)
+}
+
 /// Leases up to `limit` due events of one kind under `token`.
 async fn claim(
     tx: &mut SqliteConnection,
@@ -379,8 +489,32 @@ async fn move_to_dead_letters(
 
 /// Files the (already dead) event `seq` as a dead letter with its errors so far.
 async fn copy_to_dead_letters(tx: &mut SqliteConnection, seq: i64, now: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO dead_letters (id, event_type, queue_id, payload, attempts, errors,
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{FILE_DEAD_LETTERS} WHERE seq = ?2 {ON_REFILE}"
+    )))
+    .bind(now)
+    .bind(seq)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Files the (already dead) events `seqs` as dead letters, in one statement.
+async fn file_dead_letters(tx: &mut SqliteConnection, seqs: &[i64], now: i64) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{FILE_DEAD_LETTERS} WHERE seq IN (SELECT value FROM json_each(?2)) {ON_REFILE}"
+    )))
+    .bind(now)
+    .bind(json!(seqs).to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A dead letter from its events row. The payload is not copied (an empty blob marks that):
+/// the events row keeps it byte for byte for as long as the letter exists.
+const FILE_DEAD_LETTERS: &str =
+    "INSERT INTO dead_letters (id, event_type, queue_id, payload, attempts, errors,
                                    last_error, received_at, dead_at)
          SELECT id, event_type,
                 coalesce(json_extract(payload, '$.data.queueId'),
@@ -388,18 +522,11 @@ async fn copy_to_dead_letters(tx: &mut SqliteConnection, seq: i64, now: i64) -> 
                          json_extract(payload, '$.eventBody.group.queueId'),
                          json_extract(payload, '$.detail.eventBody.queueId'),
                          json_extract(payload, '$.detail.eventBody.group.queueId')),
-                payload, attempts, errors, last_error, received_at, ?1
-           FROM events WHERE seq = ?2
-         ON CONFLICT (id) DO UPDATE SET
+                x'', attempts, errors, coalesce(last_error, ''), received_at, ?1
+           FROM events";
+const ON_REFILE: &str = "ON CONFLICT (id) DO UPDATE SET
                 attempts = excluded.attempts, errors = excluded.errors,
-                last_error = excluded.last_error, dead_at = excluded.dead_at",
-    )
-    .bind(now)
-    .bind(seq)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
+                last_error = excluded.last_error, dead_at = excluded.dead_at";
 
 /// Which dead letters an admin operation applies to. Empty means all.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -464,7 +591,9 @@ pub struct DeadLetter {
 
 fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
     let payload = if with_payload {
-        let bytes: Vec<u8> = row.try_get("payload")?;
+        let bytes: Vec<u8> = row
+            .try_get::<Option<Vec<u8>>, _>("payload")?
+            .unwrap_or_default();
         Some(String::from_utf8_lossy(&bytes).into_owned())
     } else {
         None
@@ -525,10 +654,17 @@ impl Db {
     }
 
     pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
-        let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        // Letters filed before payloads stopped being copied still carry their own.
+        let row = sqlx::query(
+            "SELECT d.id, d.event_type, d.queue_id, d.attempts, d.errors, d.last_error,
+                    d.received_at, d.dead_at,
+                    CASE WHEN length(d.payload) > 0 THEN d.payload ELSE e.payload END AS payload
+               FROM dead_letters d LEFT JOIN events e ON e.id = d.id
+              WHERE d.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| dead_letter(&r, true)).transpose()
     }
 

@@ -22,7 +22,11 @@ use tokio::{
 };
 
 use super::{retry_reason, WriteGate};
-use crate::server::{health::Health, rates::RateMeter};
+use crate::server::{
+    health::Health,
+    rates::RateMeter,
+    worker::interpret::{Effect, ProcessError},
+};
 
 /// One webhook to store.
 #[derive(Debug)]
@@ -32,7 +36,29 @@ pub struct NewEvent {
     pub payload: Bytes,
     /// Unix epoch milliseconds.
     pub received_at: i64,
+    /// The processor's verdict, when the event was processed as it arrived (inline
+    /// processing): once the event is committed, it goes to the inline applier instead of
+    /// waiting for a worker's claim. `None`, or a transient error: the workers take it.
+    pub processed: Option<Result<Effect, ProcessError>>,
 }
+
+impl NewEvent {
+    /// Whether the inline applier will finish this event (the workers leave it alone for
+    /// [`INLINE_GRACE_MS`]; after a crash they take it over).
+    fn goes_inline(&self) -> bool {
+        matches!(
+            &self.processed,
+            Some(Ok(_)) | Some(Err(ProcessError::Permanent(_)))
+        )
+    }
+}
+
+/// How long the workers leave an event to the inline applier before they claim it (it
+/// normally finishes within milliseconds; this only matters after a crash).
+pub const INLINE_GRACE_MS: i64 = 5_000;
+
+/// Committed events and their verdicts, for the inline applier.
+pub type InlineBatch = Vec<(String, Result<Effect, ProcessError>)>;
 
 /// What became of a stored webhook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +130,8 @@ pub struct WriterSettings {
     pub committed: Arc<Notify>,
     /// Counts new rows.
     pub ingested: Arc<RateMeter>,
+    /// Where committed events processed inline go to be applied (see `inline`).
+    pub inline: Option<mpsc::Sender<InlineBatch>>,
     /// Where storage faults are reported (and cleared after the next good commit).
     pub health: Health,
 }
@@ -187,9 +215,31 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
         match outcome {
             Ok(stored) => {
                 settings.health.recover("storage");
-                let new = stored.iter().filter(|r| r.stored == Stored::New).count() as u64;
+                let mut for_workers = 0;
+                let mut inline = InlineBatch::new();
+                for (event, receipt) in events.into_iter().zip(&stored) {
+                    if receipt.stored != Stored::New {
+                        continue;
+                    }
+                    match (event.goes_inline(), event.processed) {
+                        (true, Some(verdict)) => inline.push((receipt.id.clone(), verdict)),
+                        _ => for_workers += 1,
+                    }
+                }
+                let new = for_workers + inline.len();
                 if new > 0 {
-                    settings.ingested.record(new);
+                    settings.ingested.record(new as u64);
+                }
+                if !inline.is_empty() {
+                    if let Some(applier) = &settings.inline {
+                        // A full applier queue is no loss: the workers take these events
+                        // once their grace period ends.
+                        if applier.try_send(inline).is_err() {
+                            metrics::counter!("gc_status_inline_overflow_total").increment(1);
+                        }
+                    }
+                }
+                if for_workers > 0 {
                     settings.committed.notify_one();
                 }
                 for (reply, result) in replies.into_iter().zip(stored) {
@@ -198,14 +248,15 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
                 }
             }
             Err(err) => {
+                let count = replies.len();
                 let error = match retry_reason(&err) {
                     Some(reason) => {
-                        tracing::error!(error = %err, events = events.len(), "commit failed ({reason}); answering 503");
+                        tracing::error!(error = %err, events = count, "commit failed ({reason}); answering 503");
                         settings.health.fail("storage", reason);
                         StoreError::Unavailable(reason)
                     }
                     None => {
-                        tracing::error!(error = %err, events = events.len(), "commit failed unexpectedly; answering 500");
+                        tracing::error!(error = %err, events = count, "commit failed unexpectedly; answering 500");
                         StoreError::Failed
                     }
                 };
@@ -298,7 +349,7 @@ async fn insert_batch(
     }
     tx.commit().await?;
 
-    Ok((0..events.len())
+    let receipts = (0..events.len())
         .map(|i| {
             let first = leader[i];
             Receipt {
@@ -311,7 +362,8 @@ async fn insert_batch(
                 id_reused: reused[first],
             }
         })
-        .collect())
+        .collect();
+    Ok(receipts)
 }
 
 /// The id an event is stored under when its own id already names a different body.
@@ -335,11 +387,16 @@ async fn insert_rows(
         );
         insert.push_values(chunk, |mut row, &i| {
             let e = &events[i];
+            let due = if e.goes_inline() {
+                e.received_at.saturating_add(INLINE_GRACE_MS)
+            } else {
+                e.received_at
+            };
             row.push_bind(ids[i].as_str())
                 .push_bind(e.event_type.as_str())
                 .push_bind(&e.payload[..])
                 .push_bind(e.received_at)
-                .push_bind(e.received_at);
+                .push_bind(due);
         });
         insert.push(" ON CONFLICT (id) DO NOTHING");
         let done = insert
@@ -380,7 +437,15 @@ mod tests {
             event_type: "test".to_owned(),
             payload: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
             received_at: 1,
+            processed: None,
         }
+    }
+
+    async fn receipts(
+        conn: &mut SqliteConnection,
+        events: &[NewEvent],
+    ) -> sqlx::Result<Vec<Receipt>> {
+        insert_batch(conn, events).await
     }
 
     /// A fresh database (kept while the returned directory lives) and a writer connection.
@@ -412,12 +477,10 @@ mod tests {
     async fn a_batch_mixing_new_stored_and_repeated_ids_is_told_apart() {
         let (_dir, db, mut conn) = temp_store().await;
 
-        let first = insert_batch(&mut conn, &[event("a")])
-            .await
-            .expect("insert");
+        let first = receipts(&mut conn, &[event("a")]).await.expect("insert");
         assert_eq!(outcomes(&first), vec![Stored::New]);
         let mixed = [event("b"), event("a"), event("c"), event("b")];
-        let stored = insert_batch(&mut conn, &mixed).await.expect("insert");
+        let stored = receipts(&mut conn, &mixed).await.expect("insert");
         assert_eq!(
             outcomes(&stored),
             vec![
@@ -428,7 +491,7 @@ mod tests {
             ]
         );
         assert!(stored.iter().all(|r| !r.id_reused));
-        let all_old = insert_batch(&mut conn, &[event("c"), event("a")])
+        let all_old = receipts(&mut conn, &[event("c"), event("a")])
             .await
             .expect("insert");
         assert_eq!(
@@ -445,13 +508,13 @@ mod tests {
         let connected = event_with("conv-1", r#"{"state":"connected"}"#);
         let ended = event_with("conv-1", r#"{"state":"disconnected"}"#);
 
-        let first = insert_batch(&mut conn, &[queued]).await.expect("insert");
+        let first = receipts(&mut conn, &[queued]).await.expect("insert");
         assert_eq!(
             (first[0].id.as_str(), first[0].stored),
             ("conv-1", Stored::New)
         );
         // Across batches, and two different bodies plus a redelivery within one batch.
-        let second = insert_batch(
+        let second = receipts(
             &mut conn,
             &[
                 event_with("conv-1", r#"{"state":"connected"}"#),
@@ -470,7 +533,7 @@ mod tests {
         assert_ne!(second[0].id, second[1].id);
         assert_eq!(second[1].id, second[2].id);
         // True redeliveries of every one are stored once, under the same ids.
-        let again = insert_batch(
+        let again = receipts(
             &mut conn,
             &[
                 event_with("conv-1", r#"{"state":"queued"}"#),
@@ -493,7 +556,7 @@ mod tests {
         let events: Vec<NewEvent> = (0..ROWS_PER_STATEMENT * 2 + 7)
             .map(|i| event(&format!("e{i}")))
             .collect();
-        let stored = insert_batch(&mut conn, &events).await.expect("insert");
+        let stored = receipts(&mut conn, &events).await.expect("insert");
         assert!(stored.iter().all(|r| r.stored == Stored::New));
         assert_eq!(db.event_ids().await.expect("ids").len(), events.len());
     }

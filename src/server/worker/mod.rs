@@ -6,6 +6,7 @@
 //! the dead letters instead of looping). Statistics merges are idempotent, so an event applied
 //! twice still counts once.
 
+pub mod inline;
 pub mod interpret;
 pub mod retry;
 
@@ -30,6 +31,32 @@ use super::{
 /// Turns one claimed event into its effect. Errors say whether a retry can help.
 pub trait Processor: Send + Sync + 'static {
     fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError>;
+
+    /// Whether events may be processed as they arrive, in the request that delivers them and
+    /// the commit that stores them (pure and quick, like interpreting statistics). A
+    /// processor that calls out (a downstream) must not: it runs in the workers only.
+    fn inline(&self) -> bool {
+        false
+    }
+}
+
+/// The processor's verdict on `event`. A panic is that event's permanent failure, never the
+/// caller's: the worker, its batch, or the request that delivered it go on.
+pub fn verdict(processor: &dyn Processor, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| processor.process(event))) {
+        Ok(verdict) => verdict,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            tracing::error!(event_id = %event.id, %message, "processing panicked; dead-lettering the event");
+            Err(ProcessError::Permanent(format!(
+                "processing panicked: {message}"
+            )))
+        }
+    }
 }
 
 /// The production processor: queue statistics from the event's payload.
@@ -40,6 +67,10 @@ pub struct StatsProcessor {
 impl Processor for StatsProcessor {
     fn process(&self, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
         self.interpret(event)
+    }
+
+    fn inline(&self) -> bool {
+        true
     }
 }
 
@@ -147,23 +178,9 @@ impl Worker {
     /// Decides what happens to a claimed event given the processor's verdict. A panic in the
     /// processor is that event's permanent failure, never the worker's or its batch's.
     fn outcome(&self, event: &ClaimedEvent, now: i64) -> Outcome {
-        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.processor.process(event)
-        }));
-        match verdict {
-            Ok(Ok(effect)) => Outcome::Done(effect),
-            Ok(Err(error)) => self.failure(event, error, now),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".to_owned());
-                tracing::error!(event_id = %event.id, %message, "processing panicked; dead-lettering the event");
-                Outcome::Dead {
-                    error: format!("processing panicked: {message}"),
-                }
-            }
+        match verdict(&*self.processor, event) {
+            Ok(effect) => Outcome::Done(effect),
+            Err(error) => self.failure(event, error, now),
         }
     }
 

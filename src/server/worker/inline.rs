@@ -1,0 +1,71 @@
+//! The inline applier: finishes events that were processed as they arrived.
+//!
+//! The webhook handler interprets each event (pure CPU, in parallel, outside any lock); the
+//! writer commits the event durably, answers the sender and hands the verdicts here. This
+//! task applies them in one short transaction per round — coalescing whatever queued up
+//! meanwhile — without the fsync an acknowledgement needs (losing the last of them to a power
+//! cut only means the workers process those events again). So an event costs one claim-free
+//! update instead of a worker's claim and completion, and ingestion keeps its speed.
+//!
+//! Nothing depends on this task for safety: events wait for it only [`INLINE_GRACE_MS`]; after
+//! a crash, or if its queue is full, the workers claim them as usual.
+//!
+//! [`INLINE_GRACE_MS`]: crate::server::store::writer::INLINE_GRACE_MS
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::now_ms;
+use crate::server::{rates::RateMeter, store::writer::InlineBatch, store::Db};
+
+/// Committed batches that may wait for the applier; beyond that the workers take over.
+const QUEUE: usize = 1024;
+/// Most events applied in one transaction.
+const MAX_ROUND: usize = 4096;
+
+pub fn channel() -> (mpsc::Sender<InlineBatch>, mpsc::Receiver<InlineBatch>) {
+    mpsc::channel(QUEUE)
+}
+
+/// Applies inline verdicts until `stop` is cancelled or every sender is gone.
+pub async fn run(
+    db: Db,
+    mut batches: mpsc::Receiver<InlineBatch>,
+    processed: Arc<RateMeter>,
+    wake_workers: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut round = InlineBatch::new();
+    loop {
+        let first = tokio::select! {
+            batch = batches.recv() => batch,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else { return };
+        round.extend(first);
+        while round.len() < MAX_ROUND {
+            match batches.try_recv() {
+                Ok(more) => round.extend(more),
+                Err(_) => break,
+            }
+        }
+        match db.complete_inline(&round, now_ms()).await {
+            Ok(applied) => {
+                metrics::counter!("gc_status_events_processed_total").increment(applied.done);
+                metrics::counter!("gc_status_events_dead_lettered_total").increment(applied.dead);
+                processed.record(applied.done + applied.dead);
+                if applied.for_workers > 0 {
+                    wake_workers.notify_one();
+                }
+            }
+            Err(err) => tracing::warn!(
+                error = %err,
+                events = round.len(),
+                "applying inline results failed; the workers take these events over"
+            ),
+        }
+        round.clear();
+    }
+}
