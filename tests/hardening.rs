@@ -451,6 +451,7 @@ async fn events_are_processed_as_they_arrive_and_the_workers_only_get_what_is_le
                 Ok(gc_status::server::worker::interpret::Effect::Ignored),
             )],
             now_ms(),
+            now_ms(),
         )
         .await
         .expect("apply");

@@ -172,6 +172,7 @@ impl Application {
                 Box::pin(worker::inline::run(
                     db.clone(),
                     rx,
+                    WorkerSettings::from_config(&config.worker).backoff,
                     processed.clone(),
                     wake_workers.clone(),
                     shutdown.clone(),

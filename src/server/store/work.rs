@@ -152,11 +152,7 @@ impl Db {
         for (event, outcome) in outcomes.iter_mut() {
             if let Outcome::Done(Effect::Conversation(c)) = outcome {
                 if c.queue_id.is_none() && !routes.contains_key(&c.conversation_id) {
-                    let reason = format!(
-                        "conversation `{}` is not known in any queue yet: an event naming its \
-                         queue (`data.queueId`) must come first",
-                        c.conversation_id
-                    );
+                    let reason = unknown_conversation_reason(&c.conversation_id);
                     *outcome = unknown_conversation(event, reason);
                 }
             }
@@ -173,7 +169,7 @@ impl Db {
                     SET status = 'done', processed_at = ?1, next_attempt_at = ?1,
                         locked_until = NULL, claim_token = NULL
                   WHERE seq IN (SELECT value FROM json_each(?2))
-                    AND status = 'processing' AND claim_token = ?3
+                    AND +status = 'processing' AND claim_token = ?3
               RETURNING seq",
             )
             .bind(now)
@@ -191,22 +187,45 @@ impl Db {
             completed.lost_lease += (done_seqs.len() - owned.len()) as u64;
         }
 
-        for (event, outcome) in outcomes.iter() {
-            let changed = match outcome {
-                Outcome::Done(_) => continue,
+        // Failures in one statement: back to pending until their retry time, or dead.
+        let failures: Vec<Value> = outcomes
+            .iter()
+            .filter_map(|(event, outcome)| match outcome {
+                Outcome::Done(_) => None,
                 Outcome::Retry { at, error } => {
-                    let n =
-                        record_failure(&mut tx, event.seq, token, now, error, Some(*at)).await?;
-                    completed.retried += n;
-                    n
+                    Some(json!({ "s": event.seq, "e": error, "at": at }))
                 }
-                Outcome::Dead { error } => {
-                    let n = move_to_dead_letters(&mut tx, event.seq, token, now, error).await?;
-                    completed.dead += n;
-                    n
-                }
-            };
-            completed.lost_lease += 1 - changed.min(1);
+                Outcome::Dead { error } => Some(json!({ "s": event.seq, "e": error })),
+            })
+            .collect();
+        if !failures.is_empty() {
+            let changed: Vec<(i64, String)> = sqlx::query_as(
+                "UPDATE events
+                    SET status = CASE WHEN j.value ->> 'at' IS NULL THEN 'dead' ELSE 'pending' END,
+                        next_attempt_at = coalesce(j.value ->> 'at', next_attempt_at),
+                        last_error = j.value ->> 'e',
+                        errors = json_insert(errors, '$[#]',
+                                             json_object('at', ?1, 'error', j.value ->> 'e')),
+                        locked_until = NULL, claim_token = NULL
+                   FROM json_each(?2) AS j
+                  WHERE events.seq = j.value ->> 's' AND +events.status = 'processing'
+                    AND events.claim_token = ?3
+              RETURNING seq, status",
+            )
+            .bind(now)
+            .bind(Value::Array(failures.clone()).to_string())
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?;
+            let dead: Vec<i64> = changed
+                .iter()
+                .filter(|(_, status)| status == "dead")
+                .map(|(seq, _)| *seq)
+                .collect();
+            file_dead_letters(&mut tx, &dead, now).await?;
+            completed.dead = dead.len() as u64;
+            completed.retried = (changed.len() - dead.len()) as u64;
+            completed.lost_lease += (failures.len() - changed.len()) as u64;
         }
         let dead = completed.dead as i64;
         add_totals(&mut tx, completed.done as i64, dead, dead).await?;
@@ -217,21 +236,59 @@ impl Db {
     /// Applies the verdicts of events processed as they arrived (inline processing), in one
     /// short transaction: done events with their statistics, dead ones with their letters.
     ///
-    /// Only events still pending and never claimed change: one a worker took over (after a
+    /// Only events still pending and never attempted change: one a worker took over (after a
     /// crash, or past the grace period) belongs to that worker, so nothing is applied twice.
-    /// An update whose conversation is known in no queue yet is left to the workers at once
-    /// (they retry it).
+    /// A transient failure, or an update whose conversation is known in no queue yet, counts
+    /// as a failed first attempt: the workers retry it from `retry_at`.
     #[tracing::instrument(skip_all, fields(events = verdicts.len()))]
     pub async fn complete_inline(
         &self,
         verdicts: &[(String, Result<Effect, ProcessError>)],
         now: i64,
+        retry_at: i64,
     ) -> sqlx::Result<InlineApplied> {
         let mut w = self.writing().await?;
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-        let applied = apply_verdicts(&mut tx, verdicts, now).await?;
+        let applied = apply_verdicts(&mut tx, verdicts, now, retry_at).await?;
         tx.commit().await?;
         Ok(applied)
+    }
+
+    /// Due events never attempted, for a worker whose processor is pure (see
+    /// [`Db::complete_inline`]): read without the write lock and without a lease, since
+    /// completing them changes only rows still in this state. `part` of `parts` splits them
+    /// between the workers.
+    pub async fn due_fresh(
+        &self,
+        now: i64,
+        limit: i64,
+        part: i64,
+        parts: i64,
+    ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, event_type, payload, received_at FROM events
+              WHERE status = 'pending' AND next_attempt_at <= ?1 AND attempts = 0
+                AND seq % ?3 = ?2
+              ORDER BY next_attempt_at, seq LIMIT ?4",
+        )
+        .bind(now)
+        .bind(part)
+        .bind(parts.max(1))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedEvent {
+                    seq: r.try_get("seq")?,
+                    id: r.try_get("id")?,
+                    event_type: r.try_get("event_type")?,
+                    payload: r.try_get("payload")?,
+                    attempts: 1,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
@@ -328,6 +385,7 @@ pub(crate) async fn apply_verdicts(
     tx: &mut SqliteConnection,
     verdicts: &[(String, Result<Effect, ProcessError>)],
     now: i64,
+    retry_at: i64,
 ) -> sqlx::Result<InlineApplied> {
     let routes = stats::routes(
         &mut *tx,
@@ -340,11 +398,12 @@ pub(crate) async fn apply_verdicts(
             Ok(Effect::Conversation(c))
                 if c.queue_id.is_none() && !routes.contains_key(&c.conversation_id) =>
             {
-                for_workers.push(id.as_str())
+                for_workers
+                    .push(json!({ "i": id, "e": unknown_conversation_reason(&c.conversation_id) }))
             }
             Ok(_) => done.push(id.as_str()),
             Err(ProcessError::Permanent(error)) => dead.push(json!({ "i": id, "e": error })),
-            Err(ProcessError::Transient(_)) => for_workers.push(id.as_str()),
+            Err(ProcessError::Transient(error)) => for_workers.push(json!({ "i": id, "e": error })),
         }
     }
     let mut applied = InlineApplied::default();
@@ -388,13 +447,18 @@ pub(crate) async fn apply_verdicts(
         applied.dead = seqs.len() as u64;
     }
     if !for_workers.is_empty() {
+        // A failed first attempt: the workers retry it from `retry_at` under a lease.
         applied.for_workers = sqlx::query(
-            "UPDATE events SET next_attempt_at = ?1
-              WHERE id IN (SELECT value FROM json_each(?2))
-                AND +status = 'pending' AND attempts = 0",
+            "UPDATE events
+                SET attempts = 1, next_attempt_at = ?2, last_error = j.value ->> 'e',
+                    errors = json_array(json_object('at', ?1, 'error', j.value ->> 'e'))
+               FROM json_each(?3) AS j
+              WHERE events.id = j.value ->> 'i' AND +events.status = 'pending'
+                AND events.attempts = 0",
         )
         .bind(now)
-        .bind(json!(for_workers).to_string())
+        .bind(retry_at)
+        .bind(Value::Array(for_workers).to_string())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -402,6 +466,14 @@ pub(crate) async fn apply_verdicts(
     let dead = applied.dead as i64;
     add_totals(tx, applied.done as i64, dead, dead).await?;
     Ok(applied)
+}
+
+/// Why an update without a queue could not be applied.
+fn unknown_conversation_reason(conversation: &str) -> String {
+    format!(
+        "conversation `{conversation}` is not known in any queue yet: an event naming its \
+         queue (`data.queueId`) must come first"
+    )
 }
 
 /// Leases up to `limit` due events of one kind under `token`.
@@ -439,52 +511,6 @@ async fn claim(
         .bind(limit)
         .fetch_all(&mut *tx)
         .await
-}
-
-/// Records a failed attempt of an event still held under `token`: back to pending until `retry_at`,
-/// or (without one) dead. Returns 0 when the lease was lost and nothing changed.
-async fn record_failure(
-    tx: &mut SqliteConnection,
-    seq: i64,
-    token: i64,
-    now: i64,
-    error: &str,
-    retry_at: Option<i64>,
-) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "UPDATE events
-            SET status = ?1, next_attempt_at = coalesce(?2, next_attempt_at), last_error = ?3,
-                errors = json_insert(errors, '$[#]', json_object('at', ?4, 'error', ?3)),
-                locked_until = NULL, claim_token = NULL
-          WHERE seq = ?5 AND status = 'processing' AND claim_token = ?6",
-    )
-    .bind(if retry_at.is_some() {
-        "pending"
-    } else {
-        "dead"
-    })
-    .bind(retry_at)
-    .bind(error)
-    .bind(now)
-    .bind(seq)
-    .bind(token)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-async fn move_to_dead_letters(
-    tx: &mut SqliteConnection,
-    seq: i64,
-    token: i64,
-    now: i64,
-    error: &str,
-) -> sqlx::Result<u64> {
-    if record_failure(tx, seq, token, now, error, None).await? == 0 {
-        return Ok(0);
-    }
-    copy_to_dead_letters(tx, seq, now).await?;
-    Ok(1)
 }
 
 /// Files the (already dead) event `seq` as a dead letter with its errors so far.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::now_ms;
+use super::{now_ms, retry::Backoff};
 use crate::server::{rates::RateMeter, store::writer::InlineBatch, store::Db};
 
 /// Committed batches that may wait for the applier; beyond that the workers take over.
@@ -33,6 +33,7 @@ pub fn channel() -> (mpsc::Sender<InlineBatch>, mpsc::Receiver<InlineBatch>) {
 pub async fn run(
     db: Db,
     mut batches: mpsc::Receiver<InlineBatch>,
+    backoff: Backoff,
     processed: Arc<RateMeter>,
     wake_workers: Arc<Notify>,
     stop: CancellationToken,
@@ -51,7 +52,10 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        match db.complete_inline(&round, now_ms()).await {
+        let now = now_ms();
+        let retry_at =
+            now.saturating_add(i64::try_from(backoff.jittered(1).as_millis()).unwrap_or(i64::MAX));
+        match db.complete_inline(&round, now, retry_at).await {
             Ok(applied) => {
                 metrics::counter!("gc_status_events_processed_total").increment(applied.done);
                 metrics::counter!("gc_status_events_dead_lettered_total").increment(applied.dead);
