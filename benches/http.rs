@@ -14,7 +14,9 @@
 //! - `stored-1m-readers`: the same while 200 clients poll `GET /api/v2/queues` every 100 ms and
 //!   200 status streams stay open (readers must not slow ingestion);
 //! - `slow-clients`: as shipped while 1,000 connections open and then trickle or idle;
-//! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on.
+//! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on;
+//! - `snapshot-5m` (not in the default set): the latency of one uncached status snapshot
+//!   with 5,000,000 events stored.
 //!
 //! Every scenario checks that each acknowledged event is in the database. Figures are medians
 //! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
@@ -432,6 +434,7 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
             true,
         ),
         "drain-1m" => return drain(dir.path()).await,
+        "snapshot-5m" => return snapshot_cost(dir.path()).await,
         other => panic!("unknown scenario {other}"),
     };
     if preloaded > 0 {
@@ -497,6 +500,52 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
     );
     server.stop();
     Outcome { load, note }
+}
+
+/// What one status snapshot costs with 5,000,000 stored events: `GET /api/v2/queues` with the
+/// snapshot cache off, so each request reads the database.
+async fn snapshot_cost(dir: &Path) -> Outcome {
+    const STORED: usize = 5_000_000;
+    preload(dir, STORED, "done").await;
+    let server = Server::start(
+        dir,
+        &[
+            ("GC_STATUS_STATUS_CACHE_MS", "0"),
+            ("GC_STATUS_WORKERS", "0"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v2/queues", server.addr);
+    let mut took = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("body");
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(body.contains(&format!("\"done\":{STORED}")), "{body}");
+    }
+    let max = took.iter().copied().fold(0.0, f64::max);
+    let mut sorted = took.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p99 = sorted[sorted.len() * 99 / 100];
+    let p50 = median(took);
+    server.stop();
+    Outcome {
+        load: Load {
+            accepted: 200,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+            ..Load::default()
+        },
+        note: format!("{STORED} events stored; latency of one uncached GET /api/v2/queues"),
+    }
 }
 
 /// Processing alone: how fast a stored backlog of 1,000,000 mixed events is worked off.

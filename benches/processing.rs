@@ -83,6 +83,7 @@ async fn load(url: &str, events: usize) -> store::Db {
             ingested: Arc::new(RateMeter::default()),
             inline: None,
             health: Default::default(),
+            file: None,
         },
     );
     let base = now_ms() - 3_600_000;

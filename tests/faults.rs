@@ -557,3 +557,22 @@ async fn readers_share_one_cached_snapshot_per_interval() {
     assert_eq!(metrics.status(), 200);
     assert_eq!(read().await["pipeline"]["total"], 0);
 }
+
+#[tokio::test]
+async fn a_removed_database_file_is_never_written_into_and_readiness_says_why() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_signed(&simple_event("before")).await.status(), 202);
+    let file = app.database_url.trim_start_matches("sqlite://").to_owned();
+    std::fs::remove_file(&file).expect("remove the database file");
+    let response = app.post_signed(&simple_event("after")).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = readyz(&app.client, &app.url("")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["unhealthy"]["storage"]
+            .as_str()
+            .is_some_and(|s| s.contains("removed")),
+        "{body}"
+    );
+}

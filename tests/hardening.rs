@@ -482,6 +482,7 @@ async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers(
             ingested: Arc::new(Meter::default()),
             inline: None,
             health: Default::default(),
+            file: None,
         },
     );
     let body = conversation_event("orphan-1", "q-o", "c-o", "queued", now_ms());

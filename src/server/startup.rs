@@ -108,6 +108,7 @@ impl Application {
                 ingested: ingested.clone(),
                 inline: inline_tx,
                 health: health.clone(),
+                file: store::database_file(&config.database_url),
             },
         );
         let worker = Worker::new(

@@ -147,6 +147,13 @@ pub fn retry_reason(err: &sqlx::Error) -> Option<&'static str> {
     }
 }
 
+/// The database file a SQLite URL names (`None` for an in-memory database).
+pub fn database_file(database_url: &str) -> Option<std::path::PathBuf> {
+    let options = SqliteConnectOptions::from_str(database_url).ok()?;
+    let file = options.get_filename();
+    (file != Path::new(":memory:")).then(|| file.to_path_buf())
+}
+
 /// `database_url` without a password, for messages.
 fn redact_url(database_url: &str) -> String {
     match (database_url.find("://"), database_url.rfind('@')) {

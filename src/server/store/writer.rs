@@ -134,7 +134,20 @@ pub struct WriterSettings {
     pub inline: Option<mpsc::Sender<InlineBatch>>,
     /// Where storage faults are reported (and cleared after the next good commit).
     pub health: Health,
+    /// The database file, watched before each commit: if it is removed or replaced, SQLite
+    /// would go on writing into a file that no longer exists (and is lost at exit), so the
+    /// writer refuses instead.
+    pub file: Option<std::path::PathBuf>,
 }
+
+/// The identity of a file (device and inode), to notice its removal or replacement.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+const FILE_GONE: &str =
+    "the database file was removed or replaced; restore it and restart gc-status";
 
 /// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 256;
@@ -180,6 +193,7 @@ impl IngestWriter {
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, settings: WriterSettings) {
     let max_batch = settings.max_batch.max(1);
+    let identity = settings.file.as_deref().and_then(file_identity);
     let mut batch = Vec::with_capacity(max_batch);
     // `recv_many` waits for one submission, then takes every one already queued: the batch
     // grows by itself exactly when load does.
@@ -210,6 +224,17 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
             .drain(..)
             .map(|(event, reply, _permit)| (event, reply))
             .unzip();
+        if let (Some(path), Some(expected)) = (&settings.file, identity) {
+            if file_identity(path) != Some(expected) {
+                drop(writing);
+                tracing::error!(file = %path.display(), "{FILE_GONE}; answering 503");
+                settings.health.fail("storage", FILE_GONE);
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(FILE_GONE)));
+                }
+                continue;
+            }
+        }
         let outcome = insert_batch(&mut conn, &events).await;
         drop(writing);
         match outcome {
