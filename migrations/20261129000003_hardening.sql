@@ -1,13 +1,12 @@
--- Hardening: routing queue-less updates, counts without table scans, bounded waiting.
+-- Hardening: routing queue-less updates, counts without table scans.
 
 -- A state change that names no queue applies to the queues where its conversation is known:
 -- found by conversation id alone.
 CREATE INDEX conversations_by_conversation ON conversations (conversation_id);
 
--- Conversations still waiting (no answer, no end), by when they queued: the waiting count,
--- the longest wait and the pruning of conversations whose end never came.
-CREATE INDEX conversations_waiting ON conversations (queued_at)
-    WHERE answered_at IS NULL AND ended_at IS NULL;
+-- Done events are pruned by age over the status index: a done row's next_attempt_at is its
+-- processed_at (both are set together), so this index only cost a write per event.
+DROP INDEX events_done_at;
 
 -- Counts that would otherwise need a scan of the whole events table on every status snapshot,
 -- kept in the same transactions that change them (and recounted when the server starts).

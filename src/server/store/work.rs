@@ -308,14 +308,15 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
+    /// Deletes up to `limit` done events processed before `cutoff` (a done event's
+    /// `next_attempt_at` is when it was processed: the status index serves this), and tombstones of
     /// discarded dead letters received before it. Returns how many rows went.
     pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
         let mut w = self.writing().await?;
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (
-                 SELECT seq FROM events WHERE status = 'done' AND processed_at < ?1 LIMIT ?2)",
+                 SELECT seq FROM events WHERE status = 'done' AND next_attempt_at < ?1 LIMIT ?2)",
         )
         .bind(cutoff)
         .bind(limit)
