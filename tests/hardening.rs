@@ -43,27 +43,6 @@ async fn json(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON answer")
 }
 
-async fn snapshot(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/api/v2/queues"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-async fn queue(app: &TestApp, queue_id: &str) -> Value {
-    snapshot(app).await["queues"]
-        .as_array()
-        .expect("queues")
-        .iter()
-        .find(|q| q["queue_id"] == queue_id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn simple(id: &str, at_ms: i64, data: &str) -> String {
     format!(
         r#"{{"event":"conversation:updated","id":"{id}","timestamp":"{}","data":{data}}}"#,
@@ -106,7 +85,7 @@ async fn a_conversation_id_reused_for_each_state_change_keeps_every_event() {
     assert_eq!(app.stored_count().await, 3);
 
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let q = queue(&app, "q-1").await;
+    let q = app.queue("q-1").await;
     assert_eq!(
         (q["waiting"].as_i64(), q["interacting"].as_i64()),
         (Some(0), Some(0)),
@@ -146,10 +125,10 @@ async fn the_readme_quick_start_event_shows_a_waiting_conversation() {
     let answer = json(app.post_signed(&body).await).await;
     assert_eq!(answer["duplicate"], false);
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let status = snapshot(&app).await;
+    let status = app.snapshot().await;
     assert_eq!(status["pipeline"]["dead"], 0, "{status}");
     assert_eq!(status["pipeline"]["done"], 1, "{status}");
-    let q = queue(&app, "q-1").await;
+    let q = app.queue("q-1").await;
     assert_eq!(q["waiting"], 1, "{q}");
 }
 
@@ -197,13 +176,13 @@ async fn a_state_change_without_a_queue_applies_where_the_conversation_is_known(
         at += 3_600_000;
     }
 
-    let a = queue(&app, "q-a").await;
+    let a = app.queue("q-a").await;
     assert_eq!(
         (a["waiting"].as_i64(), a["interacting"].as_i64()),
         (Some(0), Some(1)),
         "{a}"
     );
-    let b = queue(&app, "q-b").await;
+    let b = app.queue("q-b").await;
     assert_eq!(
         (b["waiting"].as_i64(), b["abandoned"].as_i64()),
         (Some(0), Some(1)),
@@ -308,7 +287,7 @@ async fn a_panic_dead_letters_its_event_and_the_batch_and_worker_carry_on() {
     .await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    assert_eq!(queue(&app, "q").await["waiting"], 5);
+    assert_eq!(app.queue("q").await["waiting"], 5);
 }
 
 #[tokio::test]
@@ -383,7 +362,7 @@ async fn batch_mates_of_an_unfinished_claim_are_retried_one_at_a_time() {
         app.worker.run_until_idle_at(t + 4_000).await.expect("run"),
         3
     );
-    assert_eq!(queue(&app, "q").await["waiting"], 3);
+    assert_eq!(app.queue("q").await["waiting"], 3);
 }
 
 #[tokio::test]
@@ -417,7 +396,7 @@ async fn events_are_processed_as_they_arrive_and_the_workers_only_get_what_is_le
         let state = app.db.event_state(id).await.expect("read").expect("row");
         assert_eq!((state.status.as_str(), state.attempts), ("done", 1), "{id}");
     }
-    let q = queue(&app, "q-in").await;
+    let q = app.queue("q-in").await;
     assert_eq!(
         (q["waiting"].as_i64(), q["interacting"].as_i64()),
         (Some(0), Some(1)),
@@ -524,5 +503,5 @@ async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers(
             .expect("run"),
         1
     );
-    assert_eq!(queue(&app, "q-o").await["waiting"], 1);
+    assert_eq!(app.queue("q-o").await["waiting"], 1);
 }

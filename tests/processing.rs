@@ -94,28 +94,6 @@ async fn admin(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// `GET /api/v2/queues`.
-async fn snapshot(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/api/v2/queues"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn queue(app: &TestApp, queue_id: &str) -> Value {
-    snapshot(app).await["queues"]
-        .as_array()
-        .expect("queues")
-        .iter()
-        .find(|q| q["queue_id"] == queue_id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 #[tokio::test]
 async fn transient_failures_back_off_then_dead_letter_with_every_error() {
     let app = spawn_app().await;
@@ -215,7 +193,7 @@ async fn replayed_dead_letter_is_processed_once() {
     );
     let counts = app.db.event_counts().await.expect("counts");
     assert_eq!((counts.done, counts.dead, counts.pending), (1, 0, 0));
-    assert_eq!(queue(&app, "q1").await["waiting"], 1);
+    assert_eq!(app.queue("q1").await["waiting"], 1);
 }
 
 #[tokio::test]
@@ -238,7 +216,7 @@ async fn a_retry_that_succeeds_applies_statistics_once() {
     assert_eq!(worker.run_batch(1, due).await.expect("batch"), 1);
     let state = app.db.event_state("s-1").await.expect("read").expect("row");
     assert_eq!((state.status.as_str(), state.attempts), ("done", 2));
-    assert_eq!(queue(&app, "q1").await["waiting"], 1);
+    assert_eq!(app.queue("q1").await["waiting"], 1);
 }
 
 #[tokio::test]
@@ -291,7 +269,7 @@ async fn an_expired_lease_is_claimed_again_and_applied_once() {
 
     let state = app.db.event_state("l-1").await.expect("read").expect("row");
     assert_eq!((state.status.as_str(), state.attempts), ("done", 2));
-    assert_eq!(queue(&app, "q1").await["waiting"], 1);
+    assert_eq!(app.queue("q1").await["waiting"], 1);
 }
 
 #[tokio::test]
@@ -334,7 +312,7 @@ async fn out_of_order_and_duplicate_events_count_correctly() {
         .await;
 
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let q = queue(&app, "qa").await;
+    let q = app.queue("qa").await;
     assert_eq!(q["name"], "Queue qa");
     assert_eq!(q["source"], "conversations");
     assert_eq!(q["waiting"], 1, "{q}");
@@ -349,7 +327,7 @@ async fn out_of_order_and_duplicate_events_count_correctly() {
     // Replaying an already-applied event (by putting it back) does not double count.
     let before = q;
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    assert_eq!(queue(&app, "qa").await["answered"], before["answered"]);
+    assert_eq!(app.queue("qa").await["answered"], before["answered"]);
 }
 
 #[tokio::test]
@@ -376,7 +354,7 @@ async fn fresh_observations_are_authoritative() {
     app.post_signed(&conversation_event("o1", "qo", "c1", "queued", now))
         .await;
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let q = queue(&app, "qo").await;
+    let q = app.queue("qo").await;
     assert_eq!(q["source"], "observations");
     assert_eq!(q["waiting"], 7);
     assert_eq!(q["interacting"], 3);
@@ -460,13 +438,13 @@ async fn rebuilt_statistics_equal_the_live_ones() {
         }
     }
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
-    let live = snapshot(&app).await;
+    let live = app.snapshot().await;
 
     let applied = gc_status::server::worker::rebuild_stats(&app.db, &Rules::default())
         .await
         .expect("rebuild");
     assert_eq!(applied, 100);
-    let rebuilt = snapshot(&app).await;
+    let rebuilt = app.snapshot().await;
     // longest_waiting_ms moves with the clock; everything else must match exactly.
     let strip = |v: &Value| {
         let mut queues = v["queues"].clone();
@@ -709,7 +687,7 @@ async fn queue_names_come_from_payloads_then_the_names_file_then_the_id() {
         .await;
     app.worker.run_until_idle_at(now_ms()).await.expect("run");
 
-    assert_eq!(queue(&app, "q-file").await["name"], "Support (from file)");
-    assert_eq!(queue(&app, "q-none").await["name"], "q-none");
-    assert_eq!(queue(&app, "q-both").await["name"], "Queue q-both");
+    assert_eq!(app.queue("q-file").await["name"], "Support (from file)");
+    assert_eq!(app.queue("q-none").await["name"], "q-none");
+    assert_eq!(app.queue("q-both").await["name"], "Queue q-both");
 }

@@ -109,6 +109,29 @@ impl TestApp {
         self.post_raw(body, &[("x-gc-signature", &signature)]).await
     }
 
+    /// The status snapshot from `GET /api/v2/queues`.
+    pub async fn snapshot(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/api/v2/queues"))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// One queue's statistics from the snapshot (`null` when the queue is unknown).
+    pub async fn queue(&self, queue_id: &str) -> serde_json::Value {
+        self.snapshot().await["queues"]
+            .as_array()
+            .expect("queues")
+            .iter()
+            .find(|q| q["queue_id"] == queue_id)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub async fn stored_count(&self) -> usize {
         self.db.event_ids().await.expect("read ids").len()
     }

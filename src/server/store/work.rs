@@ -19,6 +19,19 @@ pub struct ClaimedEvent {
     pub received_at: i64,
 }
 
+impl ClaimedEvent {
+    fn from_row(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+        Ok(ClaimedEvent {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            event_type: row.try_get("event_type")?,
+            payload: row.try_get("payload")?,
+            attempts: row.try_get("attempts")?,
+            received_at: row.try_get("received_at")?,
+        })
+    }
+}
+
 /// What became of one claimed event.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -103,16 +116,7 @@ impl Db {
         tx.commit().await?;
         let events = rows
             .iter()
-            .map(|r| {
-                Ok(ClaimedEvent {
-                    seq: r.try_get("seq")?,
-                    id: r.try_get("id")?,
-                    event_type: r.try_get("event_type")?,
-                    payload: r.try_get("payload")?,
-                    attempts: r.try_get("attempts")?,
-                    received_at: r.try_get("received_at")?,
-                })
-            })
+            .map(ClaimedEvent::from_row)
             .collect::<sqlx::Result<_>>()?;
         Ok(Claimed {
             events,
@@ -266,7 +270,7 @@ impl Db {
         parts: i64,
     ) -> sqlx::Result<Vec<ClaimedEvent>> {
         let rows = sqlx::query(
-            "SELECT seq, id, event_type, payload, received_at FROM events
+            "SELECT seq, id, event_type, payload, 1 AS attempts, received_at FROM events
               WHERE status = 'pending' AND next_attempt_at <= ?1 AND attempts = 0
                 AND seq % ?3 = ?2
               ORDER BY next_attempt_at, seq LIMIT ?4",
@@ -277,18 +281,7 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedEvent {
-                    seq: r.try_get("seq")?,
-                    id: r.try_get("id")?,
-                    event_type: r.try_get("event_type")?,
-                    payload: r.try_get("payload")?,
-                    attempts: 1,
-                    received_at: r.try_get("received_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(ClaimedEvent::from_row).collect()
     }
 
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
@@ -487,31 +480,25 @@ async fn claim(
     token: i64,
 ) -> sqlx::Result<Vec<sqlx::sqlite::SqliteRow>> {
     // While processing, `next_attempt_at` is the lease end, so one index serves both.
-    let sql = match due {
-        Due::Pending => {
-            "UPDATE events
-                SET status = 'processing', attempts = attempts + 1,
-                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
-              WHERE seq IN (SELECT seq FROM events WHERE status = 'pending' AND next_attempt_at <= ?3
-                             ORDER BY next_attempt_at, seq LIMIT ?4)
-          RETURNING seq, id, event_type, payload, attempts, received_at"
-        }
-        Due::ExpiredLease => {
-            "UPDATE events
-                SET status = 'processing', attempts = attempts + 1,
-                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
-              WHERE seq IN (SELECT seq FROM events WHERE status = 'processing' AND next_attempt_at <= ?3
-                             ORDER BY next_attempt_at, seq LIMIT ?4)
-          RETURNING seq, id, event_type, payload, attempts, received_at"
-        }
+    let status = match due {
+        Due::Pending => "pending",
+        Due::ExpiredLease => "processing",
     };
-    sqlx::query(sql)
-        .bind(now.saturating_add(lease_ms))
-        .bind(token)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
+    sqlx::query(
+        "UPDATE events
+            SET status = 'processing', attempts = attempts + 1,
+                locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
+          WHERE seq IN (SELECT seq FROM events WHERE status = ?5 AND next_attempt_at <= ?3
+                         ORDER BY next_attempt_at, seq LIMIT ?4)
+      RETURNING seq, id, event_type, payload, attempts, received_at",
+    )
+    .bind(now.saturating_add(lease_ms))
+    .bind(token)
+    .bind(now)
+    .bind(limit)
+    .bind(status)
+    .fetch_all(&mut *tx)
+    .await
 }
 
 /// Files the (already dead) event `seq` as a dead letter with its errors so far.
