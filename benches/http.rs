@@ -36,6 +36,8 @@ use gc_status::server::ingest::auth::sign_hex;
 use sqlx::{Connection as _, SqliteConnection};
 
 const SECRET: &str = "bench-secret";
+/// Events not yet done or dead.
+const OPEN_EVENTS: &str = "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')";
 const CONNECTIONS: usize = 64;
 const QUEUES: usize = 20;
 
@@ -458,20 +460,10 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
     if let Some(t) = slow_thread {
         t.join().expect("slow clients");
     }
-    let backlog = count(
-        &server.db_url,
-        "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
-    )
-    .await;
+    let backlog = count(&server.db_url, OPEN_EVENTS).await;
     if name == "shipped-mixed" {
         let started = Instant::now();
-        while count(
-            &server.db_url,
-            "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
-        )
-        .await
-            > 0
-        {
+        while count(&server.db_url, OPEN_EVENTS).await > 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(300),
                 "the backlog does not drain"
@@ -555,11 +547,7 @@ async fn drain(dir: &Path) -> Outcome {
     let started = Instant::now();
     let server = Server::start(dir, &[]);
     loop {
-        let open = count(
-            &server.db_url,
-            "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'processing')",
-        )
-        .await;
+        let open = count(&server.db_url, OPEN_EVENTS).await;
         if open == 0 {
             break;
         }

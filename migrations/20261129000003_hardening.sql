@@ -9,7 +9,7 @@ CREATE INDEX conversations_by_conversation ON conversations (conversation_id);
 DROP INDEX events_done_at;
 
 -- Counts that would otherwise need a scan of the whole events table on every status snapshot,
--- kept in the same transactions that change them (and recounted when the server starts).
+-- kept in the same transactions that change them (and recounted by `gc-status rebuild-stats`).
 -- done: events rows that are done; dead_events: events rows that are dead (dead letters and
 -- tombstones of discarded ones); dead_letters: rows of dead_letters.
 CREATE TABLE event_totals (

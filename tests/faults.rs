@@ -265,15 +265,19 @@ async fn slow_heads_and_bodies_are_cut_off_while_normal_webhooks_go_through() {
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_client_that_never_finishes() {
     let app = spawn_app_with(|c| c.request_read_timeout_secs = 3600).await;
-    let addr = app.addr;
-    let _held = tokio::task::spawn_blocking(move || {
-        let mut s = raw(
-            addr,
-            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-        );
-        read_all(&mut s)
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut held = raw(
+        app.addr,
+        "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    );
+    let _held = tokio::task::spawn_blocking(move || read_all(&mut held));
+    // Connections are accepted in order: once a later one is answered, the held one is in.
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(health.status(), 200);
     let started = Instant::now();
     app.stop().await.expect("stops cleanly");
     assert!(

@@ -473,7 +473,7 @@ async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers(
         seq: 0,
         id: "orphan-1".into(),
         event_type: "conversation:updated".into(),
-        payload: body.clone().into_bytes(),
+        payload: body.clone().into_bytes().into(),
         attempts: 1,
         received_at,
     });

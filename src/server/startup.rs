@@ -78,9 +78,6 @@ impl Application {
                 .map(|mb| mb.saturating_mul(1024 * 1024)),
         )
         .await?;
-        db.recount_totals()
-            .await
-            .context("cannot recount the stored events")?;
         let wake_workers = Arc::new(Notify::new());
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
@@ -400,13 +397,7 @@ impl Supervised {
 /// A task's end as text: its panic message, or that it was cancelled.
 fn describe(err: tokio::task::JoinError) -> String {
     if err.is_panic() {
-        let panic = err.into_panic();
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_owned());
-        format!("panicked: {message}")
+        format!("panicked: {}", worker::panic_message(&*err.into_panic()))
     } else {
         "was cancelled".to_owned()
     }

@@ -102,7 +102,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
                 seq: 0,
                 id: envelope.event_id.clone(),
                 event_type: envelope.event_type.clone(),
-                payload: body.to_vec(),
+                payload: body.clone(),
                 attempts: 1,
                 received_at,
             },

@@ -243,8 +243,8 @@ impl Db {
         Ok(Writing { conn, _gate: gate })
     }
 
-    /// Recounts the maintained totals from the tables (at start-up: heals any drift left by
-    /// manual SQL). One short write transaction; the counts use indexes.
+    /// Recounts the maintained totals from the tables (part of `rebuild-stats`: heals any
+    /// drift left by manual SQL). One write transaction; the counts use indexes.
     pub async fn recount_totals(&self) -> sqlx::Result<()> {
         let mut w = self.writing().await?;
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;

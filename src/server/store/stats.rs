@@ -340,6 +340,7 @@ impl Db {
             apply(&mut tx, effects.iter(), &routes).await?;
             tx.commit().await?;
         }
+        self.recount_totals().await?;
         Ok(applied)
     }
 

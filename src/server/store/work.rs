@@ -13,7 +13,8 @@ pub struct ClaimedEvent {
     pub seq: i64,
     pub id: String,
     pub event_type: String,
-    pub payload: Vec<u8>,
+    /// The body byte for byte (shared, not copied, when processed as it arrives).
+    pub payload: axum::body::Bytes,
     /// Including this claim.
     pub attempts: i64,
     pub received_at: i64,
@@ -25,7 +26,7 @@ impl ClaimedEvent {
             seq: row.try_get("seq")?,
             id: row.try_get("id")?,
             event_type: row.try_get("event_type")?,
-            payload: row.try_get("payload")?,
+            payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
             attempts: row.try_get("attempts")?,
             received_at: row.try_get("received_at")?,
         })

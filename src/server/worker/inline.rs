@@ -53,9 +53,10 @@ pub async fn run(
             }
         }
         let now = now_ms();
-        let retry_at =
-            now.saturating_add(i64::try_from(backoff.jittered(1).as_millis()).unwrap_or(i64::MAX));
-        match db.complete_inline(&round, now, retry_at).await {
+        match db
+            .complete_inline(&round, now, backoff.retry_at(now, 1))
+            .await
+        {
             Ok(applied) => {
                 metrics::counter!("gc_status_events_processed_total").increment(applied.done);
                 metrics::counter!("gc_status_events_dead_lettered_total").increment(applied.dead);

@@ -46,17 +46,22 @@ pub fn verdict(processor: &dyn Processor, event: &ClaimedEvent) -> Result<Effect
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| processor.process(event))) {
         Ok(verdict) => verdict,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
+            let message = panic_message(&*panic);
             tracing::error!(event_id = %event.id, %message, "processing panicked; dead-lettering the event");
             Err(ProcessError::Permanent(format!(
                 "processing panicked: {message}"
             )))
         }
     }
+}
+
+/// The text a panic carried (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 /// The production processor: queue statistics from the event's payload.
@@ -201,9 +206,8 @@ impl Worker {
             }
             ProcessError::Transient(error) => {
                 let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
-                let delay = self.settings.backoff.jittered(attempt);
                 Outcome::Retry {
-                    at: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                    at: self.settings.backoff.retry_at(now, attempt),
                     error,
                 }
             }
@@ -237,10 +241,7 @@ impl Worker {
                     .iter()
                     .map(|event| (event.id.clone(), verdict(&*self.processor, event)))
                     .collect();
-                let retry_at = now.saturating_add(
-                    i64::try_from(self.settings.backoff.jittered(1).as_millis())
-                        .unwrap_or(i64::MAX),
-                );
+                let retry_at = self.settings.backoff.retry_at(now, 1);
                 let applied = self.db.complete_inline(&verdicts, now, retry_at).await?;
                 metrics::counter!("gc_status_events_processed_total").increment(applied.done);
                 metrics::counter!("gc_status_events_dead_lettered_total").increment(applied.dead);

@@ -28,6 +28,12 @@ impl Backoff {
     pub fn jittered(&self, attempt: u32) -> Duration {
         self.delay(attempt, rand::random::<f64>())
     }
+
+    /// When the retry after `attempt` is due, from `now` (epoch ms; saturating).
+    pub fn retry_at(&self, now: i64, attempt: u32) -> i64 {
+        let delay = i64::try_from(self.jittered(attempt).as_millis()).unwrap_or(i64::MAX);
+        now.saturating_add(delay)
+    }
 }
 
 #[cfg(test)]
