@@ -1,13 +1,16 @@
 //! The Leptos application: the HTML shell and the routes.
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    StaticSegment,
+    ParamSegment, SsrMode, StaticSegment,
 };
 
-use crate::pages::home::HomePage;
+use crate::pages::{
+    audit::AuditPage, console::ConsolePage, dead_letter::DeadLetterPage, login::LoginPage,
+    wallboard::WallboardPage, widget::WidgetPage,
+};
 
 /// The document around every page, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -31,15 +34,23 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Every page waits for its data before the first byte (`SsrMode::Async`): the HTML is
+    // complete before any script runs, which wallboards on locked-down screens rely on.
+    let ssr = SsrMode::Async;
     view! {
         <Stylesheet id="leptos" href="/pkg/gc-status.css" />
+        <Meta name="color-scheme" content="light dark" />
         <Title text="gc-status" />
         <Router>
-            <main>
-                <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                    <Route path=StaticSegment("") view=HomePage />
-                </Routes>
-            </main>
+            <Routes fallback=|| view! { <main class="narrow"><p class="not-found">"Page not found."</p></main> }>
+                <Route path=StaticSegment("") view=WallboardPage ssr=ssr.clone() />
+                <Route path=StaticSegment("widget") view=WidgetPage ssr=ssr.clone() />
+                <Route path=(StaticSegment("widget"), ParamSegment("queue")) view=WidgetPage ssr=ssr.clone() />
+                <Route path=StaticSegment("login") view=LoginPage ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("dead-letters")) view=ConsolePage ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("dead-letter")) view=DeadLetterPage ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("audit")) view=AuditPage ssr=ssr />
+            </Routes>
         </Router>
     }
 }

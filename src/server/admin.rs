@@ -2,14 +2,14 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
     body::Bytes,
-    extract::{Path, Query, Request, State},
+    extract::{ConnectInfo, Path, Query, Request, State},
     http::header::AUTHORIZATION,
     middleware::{self, Next},
     response::Response,
@@ -23,9 +23,13 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use super::{
+    access::audit,
     error::ApiError,
     state::AppState,
-    store::work::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
+    store::{
+        work::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
+        Db,
+    },
     worker::now_ms,
 };
 
@@ -341,47 +345,103 @@ fn selection(body: &[u8]) -> Result<Selection, ApiError> {
     }
 }
 
-async fn replay(state: &AppState, selection: &Selection) -> Result<Json<Value>, ApiError> {
-    let replayed = state.db.replay_dead_letters(selection, now_ms()).await?;
-    state.admin.replayed(replayed);
-    Ok(Json(json!({ "replayed": replayed })))
+/// Replays the selection and records it in the audit trail under `actor`. Shared by the JSON
+/// API, the console and the CLI.
+pub async fn replay(
+    db: &Db,
+    access: &AdminAccess,
+    actor: &str,
+    selection: &Selection,
+) -> Result<u64, sqlx::Error> {
+    let replayed = db.replay_dead_letters(selection, now_ms()).await?;
+    access.replayed(replayed);
+    audit(
+        db,
+        actor,
+        "replay",
+        Some(replayed),
+        selection_detail(selection),
+    )
+    .await;
+    Ok(replayed)
 }
 
-async fn discard(state: &AppState, selection: &Selection) -> Result<Json<Value>, ApiError> {
-    let discarded = state.db.discard_dead_letters(selection).await?;
+/// Discards the selection for good and records it in the audit trail under `actor`.
+pub async fn discard(db: &Db, actor: &str, selection: &Selection) -> Result<u64, sqlx::Error> {
+    let discarded = db.discard_dead_letters(selection).await?;
     metrics::counter!("gc_status_events_discarded_total").increment(discarded);
     if discarded > 0 {
         tracing::info!(events = discarded, "dead letters discarded");
     }
-    Ok(Json(json!({ "discarded": discarded })))
+    audit(
+        db,
+        actor,
+        "discard",
+        Some(discarded),
+        selection_detail(selection),
+    )
+    .await;
+    Ok(discarded)
+}
+
+/// What an audit entry says was selected: the ids, or the filter.
+fn selection_detail(selection: &Selection) -> Value {
+    match selection {
+        Selection::Ids(ids) => json!({ "ids": ids }),
+        Selection::Filter(filter) => json!({ "filter": filter }),
+    }
+}
+
+fn api_actor(addr: SocketAddr) -> String {
+    format!("admin API from {}", addr.ip())
 }
 
 async fn replay_dead_letter(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    replay(&state, &Selection::Ids(vec![id])).await
+    let n = replay(
+        &state.db,
+        &state.admin,
+        &api_actor(addr),
+        &Selection::Ids(vec![id]),
+    )
+    .await?;
+    Ok(Json(json!({ "replayed": n })))
 }
 
 async fn replay_dead_letters(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    replay(&state, &selection(&body)?).await
+    let n = replay(
+        &state.db,
+        &state.admin,
+        &api_actor(addr),
+        &selection(&body)?,
+    )
+    .await?;
+    Ok(Json(json!({ "replayed": n })))
 }
 
 async fn discard_dead_letter(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    discard(&state, &Selection::Ids(vec![id])).await
+    let n = discard(&state.db, &api_actor(addr), &Selection::Ids(vec![id])).await?;
+    Ok(Json(json!({ "discarded": n })))
 }
 
 async fn discard_dead_letters(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    discard(&state, &selection(&body)?).await
+    let n = discard(&state.db, &api_actor(addr), &selection(&body)?).await?;
+    Ok(Json(json!({ "discarded": n })))
 }
 
 #[cfg(test)]

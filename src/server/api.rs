@@ -30,7 +30,8 @@ async fn list_queues(State(state): State<AppState>) -> Result<Json<StatusSnapsho
 }
 
 /// Server-sent `status` events carrying a [`StatusSnapshot`]: the current one at once, then
-/// each change (at most twice a second, from the shared [`StatusFeed`]), with keep-alives.
+/// each change (at most twice a second, from the shared [`StatusFeed`]), and a `heartbeat`
+/// every [`HEARTBEAT`].
 /// Ends when the server shuts down, so it never holds up a graceful shutdown.
 ///
 /// [`StatusFeed`]: super::status::StatusFeed
@@ -63,8 +64,25 @@ async fn stream_status(
             }
         }
     });
-    Sse::new(first.chain(later)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // Heartbeats carry the time the unchanged figures are current as of, and let the page
+    // tell a live stream from a silently broken one.
+    let beats = stream::unfold(state.shutdown.clone(), |shutdown| async move {
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        let beat = serde_json::json!({ "as_of": jiff::Timestamp::now().to_string() });
+        Some((
+            Ok(Event::default().event("heartbeat").data(beat.to_string())),
+            shutdown,
+        ))
+    });
+    Sse::new(stream::select(first.chain(later), beats))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
+
+/// How often the stream sends a `heartbeat` event.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 fn status_event(json: &str) -> Event {
     Event::default().event("status").data(json)

@@ -6,15 +6,18 @@ use std::io::{BufRead as _, Write as _};
 use anyhow::{bail, Context as _};
 
 use super::{
-    admin::FilterParams,
+    admin::{self, AdminAccess, FilterParams},
     config::{Command, Config, DlqAction, DlqFilterArgs},
     store::{
         self,
         work::{DeadLetterFilter, Selection},
         Db,
     },
-    worker::{self, now_ms},
+    worker,
 };
+
+/// Who the audit trail names for actions taken with the CLI.
+const CLI_ACTOR: &str = "gc-status CLI";
 
 pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
     let (db, writer) = store::open(&config.database_url, config.store_timeout()).await?;
@@ -97,9 +100,8 @@ async fn dlq(db: &Db, action: &DlqAction) -> anyhow::Result<()> {
             Ok(())
         }
         DlqAction::Replay { ids, all, filter } => {
-            let n = db
-                .replay_dead_letters(&selection(ids, *all, filter)?, now_ms())
-                .await?;
+            let access = AdminAccess::new(None, Default::default());
+            let n = admin::replay(db, &access, CLI_ACTOR, &selection(ids, *all, filter)?).await?;
             println!("replayed {n} dead letter(s); a running gc-status processes them shortly");
             Ok(())
         }
@@ -122,7 +124,7 @@ async fn dlq(db: &Db, action: &DlqAction) -> anyhow::Result<()> {
                 println!("nothing discarded");
                 return Ok(());
             }
-            let n = db.discard_dead_letters(&selection).await?;
+            let n = admin::discard(db, CLI_ACTOR, &selection).await?;
             println!("discarded {n} dead letter(s)");
             Ok(())
         }

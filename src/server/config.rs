@@ -137,6 +137,46 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_STATUS_CACHE_MS", default_value_t = 500)]
     pub status_cache_ms: u64,
 
+    /// Secret that viewing the dashboard and widget needs (as a `?token=` link, exchanged
+    /// for a session cookie). Unset: anyone who can reach the portal may view it.
+    #[arg(long, env = "GC_STATUS_VIEWER_TOKEN", hide_env_values = true)]
+    pub viewer_token: Option<SecretString>,
+
+    /// The URL people reach the portal at, e.g. https://status.example.com. With https,
+    /// session cookies are `Secure` and `__Host-` prefixed; its origin is also accepted by the
+    /// cross-site check behind a proxy that rewrites `Host`.
+    #[arg(long, env = "GC_STATUS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// A signed-in session ends after this long without a request (minutes).
+    #[arg(long, env = "GC_STATUS_SESSION_IDLE_MINUTES", default_value_t = 30)]
+    pub session_idle_minutes: u64,
+
+    /// A signed-in session ends this long after sign-in, active or not (hours).
+    #[arg(long, env = "GC_STATUS_SESSION_MAX_HOURS", default_value_t = 12)]
+    pub session_max_hours: u64,
+
+    /// Portal origins allowed to frame `/widget`, comma-separated (e.g.
+    /// https://portal.example.com). No other page may be framed.
+    #[arg(long, env = "GC_STATUS_FRAME_ANCESTORS", value_delimiter = ',')]
+    pub frame_ancestors: Vec<String>,
+
+    /// The wallboard flags a queue with more conversations waiting than this.
+    #[arg(long, env = "GC_STATUS_ALERT_WAITING")]
+    pub alert_waiting: Option<i64>,
+
+    /// The wallboard flags a queue whose longest current wait exceeds this (seconds).
+    #[arg(long, env = "GC_STATUS_ALERT_LONGEST_WAIT_SECS")]
+    pub alert_longest_wait_secs: Option<i64>,
+
+    /// The wallboard flags a queue whose observed service level is below this (percent).
+    #[arg(long, env = "GC_STATUS_ALERT_SERVICE_LEVEL")]
+    pub alert_service_level: Option<f64>,
+
+    /// No event for this long marks the dashboard's data stale (seconds).
+    #[arg(long, env = "GC_STATUS_STALE_AFTER_SECS", default_value_t = 300)]
+    pub stale_after_secs: u64,
+
     #[command(flatten)]
     pub worker: WorkerConfig,
 

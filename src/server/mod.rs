@@ -1,5 +1,6 @@
 //! Server-side gc-status: configuration, HTTP routes, sender authentication and storage.
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod rates;
 pub mod serve;
+pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod status;

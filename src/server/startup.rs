@@ -15,6 +15,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    access::{self, Portal},
     admin, api,
     config::Config,
     health::Health,
@@ -22,6 +23,7 @@ use super::{
     ingest::auth::SenderAuth,
     rates::RateMeter,
     serve::{self, serve, Limits},
+    sessions,
     state::AppState,
     status::{StatusFeed, StatusSource},
     store::{
@@ -66,6 +68,7 @@ impl Application {
             tracing::info!(modes = ?auth.modes(), "webhook sender authentication enabled");
         }
 
+        let portal = Arc::new(Portal::from_config(&config)?);
         let (timezone, names) = StatusSource::load_settings(
             &config.worker.timezone,
             config.worker.queue_names_file.as_deref(),
@@ -124,6 +127,7 @@ impl Application {
             processed: processed.clone(),
             cache_for: Duration::from_millis(config.status_cache_ms),
             cache: Default::default(),
+            board: portal.board.clone(),
         });
         let admin = admin::AdminAccess::new(
             config
@@ -161,6 +165,7 @@ impl Application {
             health: health.clone(),
             limits: Limits::from_config(&config),
             inline,
+            portal,
         };
         let router = router(state);
         let mut extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
@@ -258,7 +263,12 @@ impl Application {
             "checkpoint",
             checkpoint_periodically(db.clone(), stop.clone()),
         );
-        tasks.spawn("status feed", feed.run(status, stop.clone()));
+        tasks.spawn("status feed", feed.run(status.clone(), stop.clone()));
+        tasks.spawn("queue sampler", status.sample_periodically(stop.clone()));
+        tasks.spawn(
+            "session pruning",
+            sessions::prune_periodically(db.clone(), stop.clone()),
+        );
         for (name, task) in extra_tasks {
             tasks.spawn(name, task);
         }
@@ -407,11 +417,10 @@ fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context_state = state.clone();
     let shell_options = state.leptos_options.clone();
-    Router::new()
-        .merge(ingest::router())
-        .merge(http::router())
+    // Pages, streams and server functions: the only routes that read the session cookie.
+    // Layers run outermost-last: session, then the cross-site check, then the page gate.
+    let portal = Router::new()
         .merge(api::router())
-        .merge(admin::router(state.clone()))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -419,10 +428,33 @@ fn router(state: AppState) -> Router {
                 provide_context(context_state.db.clone());
                 provide_context(context_state.status.clone());
                 provide_context(context_state.admin.clone());
+                provide_context(context_state.portal.clone());
             },
             move || shell(shell_options.clone()),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::gate_pages,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::refuse_cross_site,
+        ))
+        .layer(sessions::layer(
+            state.db.clone(),
+            state.portal.secure_cookies,
+            state.portal.session_idle,
+        ));
+    Router::new()
+        .merge(ingest::router())
+        .merge(http::router())
+        .merge(admin::router(state.clone()))
+        .merge(portal)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::frame_policy,
+        ))
         // Outermost last: every request is logged, including those shed by the limit.
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    access::Portal,
     admin::AdminAccess,
     health::Health,
     ingest::auth::SenderAuth,
@@ -39,4 +40,6 @@ pub struct AppState {
     pub limits: Limits,
     /// The processor that runs on each event as it arrives, when processing is inline.
     pub inline: Option<Arc<dyn Processor>>,
+    /// Sign-in, viewing and framing settings of the portal.
+    pub portal: Arc<Portal>,
 }

@@ -10,7 +10,7 @@ use super::{
     rates::RateMeter,
     store::{stats::StatsWindow, Db},
 };
-use crate::model::{PipelineStatus, StatusSnapshot};
+use crate::model::{BoardSettings, PipelineStatus, StatusSnapshot};
 
 /// Everything needed to compute a [`StatusSnapshot`].
 pub struct StatusSource {
@@ -27,6 +27,8 @@ pub struct StatusSource {
     /// The last snapshot and when it was read; the lock also makes concurrent readers wait
     /// for one database read instead of each starting their own.
     pub cache: tokio::sync::Mutex<Option<(std::time::Instant, StatusSnapshot)>>,
+    /// Thresholds and staleness, sent along for the pages.
+    pub board: BoardSettings,
 }
 
 impl StatusSource {
@@ -92,7 +94,11 @@ impl StatusSource {
         };
         let counts = self.db.event_counts().await?;
         let last = self.db.last_received_at().await?;
-        let queues = self.db.queue_statuses(&window).await?;
+        let mut queues = self.db.queue_statuses(&window).await?;
+        let mut history = self.db.samples(now.as_millisecond() / 60_000).await?;
+        for queue in &mut queues {
+            queue.history = history.remove(&queue.queue_id).unwrap_or_default();
+        }
         Ok(StatusSnapshot {
             pipeline: PipelineStatus {
                 counts,
@@ -103,7 +109,37 @@ impl StatusSource {
                     .map(|t| t.to_string()),
             },
             queues,
+            as_of: now.to_string(),
+            board: self.board.clone(),
         })
+    }
+
+    /// Records each queue's waiting count for the sparklines, every few seconds (the table
+    /// keeps each minute's peak), until `stop`.
+    pub async fn sample_periodically(self: Arc<Self>, stop: CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(10);
+        loop {
+            match self.snapshot().await {
+                Ok(snapshot) => {
+                    let waiting: Vec<(String, i64)> = snapshot
+                        .queues
+                        .iter()
+                        .map(|q| (q.queue_id.clone(), q.waiting))
+                        .collect();
+                    let minute = jiff::Timestamp::now().as_millisecond() / 60_000;
+                    if !waiting.is_empty() {
+                        if let Err(err) = self.db.record_samples(minute, &waiting).await {
+                            tracing::warn!(error = %err, "cannot record queue samples");
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!("cannot sample the queues: {err:#}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = stop.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -135,6 +171,7 @@ impl StatusFeed {
     pub async fn run(self, source: Arc<StatusSource>, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(FEED_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last: Option<StatusSnapshot> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -143,25 +180,29 @@ impl StatusFeed {
             if self.tx.receiver_count() == 0 {
                 continue;
             }
-            let json = match source.snapshot().await.map(|s| serde_json::to_string(&s)) {
-                Ok(Ok(json)) => json,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "cannot encode the status");
-                    continue;
-                }
+            let snapshot = match source.snapshot().await {
+                Ok(snapshot) => snapshot,
                 Err(err) => {
                     tracing::warn!("status snapshot failed: {err:#}");
                     continue;
                 }
             };
-            self.tx.send_if_modified(|current| {
-                if current.as_deref() == Some(json.as_str()) {
-                    false
-                } else {
-                    *current = Some(json.into());
-                    true
+            // Only a change in the figures is news; the read time alone is not (the stream's
+            // heartbeats carry it).
+            let figures = StatusSnapshot {
+                as_of: String::new(),
+                ..snapshot.clone()
+            };
+            if last.as_ref() == Some(&figures) {
+                continue;
+            }
+            match serde_json::to_string(&snapshot) {
+                Ok(json) => {
+                    self.tx.send_replace(Some(json.into()));
+                    last = Some(figures);
                 }
-            });
+                Err(err) => tracing::warn!(error = %err, "cannot encode the status"),
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! for several instances sharing one queue) can be added without touching them.
 
 pub mod events;
+pub mod portal;
 pub mod stats;
 pub mod work;
 pub mod writer;

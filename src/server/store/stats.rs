@@ -202,7 +202,7 @@ impl Db {
             .await
     }
 
-    /// Every queue's statistics, ordered by name.
+    /// Every queue's statistics, busiest first.
     pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
         let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
         let derived = sqlx::query(
@@ -213,6 +213,7 @@ impl Db {
                 MIN(CASE WHEN queued_at >= ?3 AND answered_at IS NULL AND ended_at IS NULL
                          THEN queued_at END) AS oldest_waiting,
                 coalesce(SUM(answered_at >= ?1 AND answered_at < ?2), 0) AS answered,
+                coalesce(SUM(queued_at >= ?1 AND queued_at < ?2), 0) AS offered,
                 coalesce(SUM(answered_at IS NULL AND ended_at >= ?1 AND ended_at < ?2
                              AND coalesce(outcome, 'ABANDON') = 'ABANDON'), 0) AS abandoned,
                 AVG(CASE WHEN answered_at >= ?1 AND answered_at < ?2 AND queued_at <= answered_at
@@ -234,6 +235,7 @@ impl Db {
                 interacting: row.try_get("interacting")?,
                 longest_waiting_ms: oldest.map(|t| (w.now - t).max(0)),
                 answered: row.try_get("answered")?,
+                offered: Some(row.try_get("offered")?),
                 abandoned: row.try_get("abandoned")?,
                 average_wait_ms: row.try_get("average_wait")?,
                 ..QueueStatus::default()
@@ -282,9 +284,11 @@ impl Db {
                 q
             })
             .collect();
+        // Busiest first, so the queues that need attention lead the wallboard.
         list.sort_by(|a, b| {
-            a.name
-                .cmp(&b.name)
+            b.busyness()
+                .cmp(&a.busyness())
+                .then_with(|| a.name.cmp(&b.name))
                 .then_with(|| a.queue_id.cmp(&b.queue_id))
         });
         Ok(list)

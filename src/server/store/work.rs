@@ -668,6 +668,39 @@ impl Db {
         })
     }
 
+    /// Dead letters newest first (by dead-letter time, then id), strictly older than
+    /// `before` when given: cursor pagination that stays stable while letters arrive.
+    pub async fn dead_letters_before(
+        &self,
+        filter: &DeadLetterFilter,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters");
+        filter.push_where(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut list = QueryBuilder::new(
+            "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at
+               FROM dead_letters",
+        );
+        filter.push_where(&mut list);
+        if let Some((dead_at, id)) = before {
+            list.push(" AND (dead_at, id) < (")
+                .push_bind(dead_at)
+                .push(", ")
+                .push_bind(id.to_owned())
+                .push(")");
+        }
+        list.push(" ORDER BY dead_at DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        let rows = list.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| dead_letter(r, false))
+            .collect::<sqlx::Result<_>>()?;
+        Ok((items, total))
+    }
+
     pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
         // Letters filed before payloads stopped being copied still carry their own.
         let row = sqlx::query(
@@ -705,7 +738,7 @@ impl Db {
             .rows_affected();
             let revived = sqlx::query(
                 "UPDATE events
-                    SET status = 'pending', attempts = 0, next_attempt_at = ?1, errors = '[]',
+                    SET status = 'pending', attempts = 0, next_attempt_at = ?1,
                         last_error = NULL, locked_until = NULL, claim_token = NULL
                   WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'dead'",
             )
