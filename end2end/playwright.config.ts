@@ -12,6 +12,37 @@ const database = path.join(tmp, `e2e-${process.pid}-${Date.now()}.db`);
 
 export const E2E_SECRET = "e2e-webhook-secret";
 export const E2E_ADMIN_TOKEN = "e2e-admin-token";
+export const E2E_VIEWER_TOKEN = "e2e-viewer-token";
+/** The portal origin allowed to frame the widget (served by the tests themselves). */
+export const E2E_PORTAL = `http://127.0.0.1:${port + 2}`;
+/** A portal origin that is not allowed to frame anything. */
+export const E2E_OTHER_SITE = `http://127.0.0.1:${port + 3}`;
+/** A second instance that requires the viewer token. */
+export const VIEWER_PORT = port + 1;
+/** Thresholds and quiet time the tests trip. */
+export const E2E_ALERT_WAITING = 2;
+export const E2E_STALE_AFTER_SECS = 3;
+
+function server(listen: number, db: string, extra: Record<string, string>) {
+  return {
+    command: path.join(root, "target", "release", "gc-status"),
+    cwd: root,
+    url: `http://127.0.0.1:${listen}/readyz`,
+    reuseExistingServer: false,
+    timeout: 60_000,
+    stdout: "ignore" as const,
+    stderr: "pipe" as const,
+    env: {
+      LEPTOS_SITE_ADDR: `127.0.0.1:${listen}`,
+      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+      GC_STATUS_DATABASE_URL: `sqlite://${db}`,
+      GC_STATUS_HMAC_SECRETS: E2E_SECRET,
+      GC_STATUS_ADMIN_TOKEN: E2E_ADMIN_TOKEN,
+      RUST_LOG: "warn",
+      ...extra,
+    },
+  };
+}
 
 export default defineConfig({
   testDir: "./tests",
@@ -37,21 +68,14 @@ export default defineConfig({
       ],
     },
   },
-  webServer: {
-    command: path.join(root, "target", "release", "gc-status"),
-    cwd: root,
-    url: `http://127.0.0.1:${port}/readyz`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "ignore",
-    stderr: "pipe",
-    env: {
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
-      GC_STATUS_DATABASE_URL: `sqlite://${database}`,
-      GC_STATUS_HMAC_SECRETS: E2E_SECRET,
-      GC_STATUS_ADMIN_TOKEN: E2E_ADMIN_TOKEN,
-      RUST_LOG: "warn",
-    },
-  },
+  webServer: [
+    server(port, database, {
+      GC_STATUS_FRAME_ANCESTORS: E2E_PORTAL,
+      GC_STATUS_ALERT_WAITING: String(E2E_ALERT_WAITING),
+      GC_STATUS_STALE_AFTER_SECS: String(E2E_STALE_AFTER_SECS),
+    }),
+    server(VIEWER_PORT, database.replace(/\.db$/, "-viewer.db"), {
+      GC_STATUS_VIEWER_TOKEN: E2E_VIEWER_TOKEN,
+    }),
+  ],
 });

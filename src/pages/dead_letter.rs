@@ -76,9 +76,11 @@ pub fn DeadLetterPage() -> impl IntoView {
             Err(err) => format!("Nothing done: {}", super::server_message(&err)),
         })
     };
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
     view! {
         <Nav role=role current="dead-letters" />
-        <main class="letter-detail">
+        <main class="letter-detail" data-hydrated=move || hydrated.get().to_string()>
             <p>
                 <a href="/admin/dead-letters">"← All dead letters"</a>
             </p>

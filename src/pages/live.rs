@@ -129,8 +129,7 @@ impl Live {
 
     #[cfg(feature = "hydrate")]
     fn follow(self) {
-        use std::time::Duration;
-        use wasm_bindgen::{closure::Closure, JsCast};
+        use std::{cell::RefCell, rc::Rc, time::Duration};
 
         let start = js_sys::Date::now();
         self.now.set(start);
@@ -149,7 +148,27 @@ impl Live {
             Duration::from_secs(1),
         )
         .ok();
+        let stream: Rc<RefCell<Option<Stream>>> = Rc::default();
+        self.connect(stream.clone());
+        let keep = send_wrapper::SendWrapper::new(stream);
+        on_cleanup(move || {
+            if let Some(stream) = keep.borrow_mut().take() {
+                stream.source.close();
+            }
+            if let Some(ticker) = ticker {
+                ticker.clear();
+            }
+        });
+    }
 
+    /// Opens the stream. The browser retries a dropped connection by itself, but gives up
+    /// for good on an error answer (a proxy's 502 during a deploy): then this opens a new
+    /// one a few seconds later, for as long as the page is open.
+    #[cfg(feature = "hydrate")]
+    fn connect(self, slot: std::rc::Rc<std::cell::RefCell<Option<Stream>>>) {
+        use wasm_bindgen::{closure::Closure, JsCast};
+
+        const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
         let Ok(source) = web_sys::EventSource::new("/api/v2/stream") else {
             leptos::logging::warn!("live updates unavailable: cannot open the status stream");
             return;
@@ -188,9 +207,25 @@ impl Live {
             self.last_message.set(js_sys::Date::now());
             self.connection.set(Connection::Live);
         });
-        // The browser reconnects by itself; until it succeeds the badge says so.
+        let retry_slot = slot.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
             self.connection.set(Connection::Reconnecting);
+            let closed = retry_slot
+                .borrow()
+                .as_ref()
+                .is_some_and(|s| s.source.ready_state() == web_sys::EventSource::CLOSED);
+            if closed {
+                let slot = retry_slot.clone();
+                set_timeout(
+                    move || {
+                        // Not if the page went away meanwhile (the slot is emptied then).
+                        if slot.borrow().is_some() {
+                            self.connect(slot);
+                        }
+                    },
+                    RETRY,
+                );
+            }
         });
         let listen = |kind: &str, f: &js_sys::Function| {
             if source.add_event_listener_with_callback(kind, f).is_err() {
@@ -201,15 +236,26 @@ impl Live {
         listen("heartbeat", on_beat.as_ref().unchecked_ref());
         listen("open", on_open.as_ref().unchecked_ref());
         listen("error", on_error.as_ref().unchecked_ref());
-        // All live as long as the page: dropped (and the stream closed) on cleanup.
-        let keep = send_wrapper::SendWrapper::new((source, on_status, on_beat, on_open, on_error));
-        on_cleanup(move || {
-            keep.0.close();
-            if let Some(ticker) = ticker {
-                ticker.clear();
-            }
+        let previous = slot.borrow_mut().replace(Stream {
+            source,
+            _listeners: (on_status, on_beat, on_open, on_error),
         });
+        if let Some(previous) = previous {
+            previous.source.close();
+        }
     }
+}
+
+/// An open stream and its listeners (which live exactly as long as it).
+#[cfg(feature = "hydrate")]
+struct Stream {
+    source: web_sys::EventSource,
+    _listeners: (
+        wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
+        wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
+        wasm_bindgen::closure::Closure<dyn FnMut()>,
+        wasm_bindgen::closure::Closure<dyn FnMut()>,
+    ),
 }
 
 /// A badge for the stream's state.

@@ -114,8 +114,10 @@ pub fn LoginPage() -> impl IntoView {
             Ok(()) => None,
         })
     };
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
     view! {
-        <main class="narrow login">
+        <main class="narrow login" data-hydrated=move || hydrated.get().to_string()>
             <h1>"Admin sign-in"</h1>
             <p class="lead">
                 "Sign in with the admin secret (" <code>"GC_STATUS_ADMIN_TOKEN"</code>
