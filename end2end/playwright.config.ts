@@ -73,6 +73,7 @@ export default defineConfig({
       GC_STATUS_FRAME_ANCESTORS: E2E_PORTAL,
       GC_STATUS_ALERT_WAITING: String(E2E_ALERT_WAITING),
       GC_STATUS_STALE_AFTER_SECS: String(E2E_STALE_AFTER_SECS),
+      GC_STATUS_ALERT_SERVICE_LEVEL: "80",
     }),
     server(VIEWER_PORT, database.replace(/\.db$/, "-viewer.db"), {
       GC_STATUS_VIEWER_TOKEN: E2E_VIEWER_TOKEN,

@@ -580,10 +580,12 @@ fn Letter(
                     {format::short_id(&row.id)}
                 </a>
             </td>
-            <td>{row.event_type.clone()}</td>
+            <td class="type">{row.event_type.clone()}</td>
             <td>{row.queue_id.clone().unwrap_or_default()}</td>
             <td class="num">{row.attempts}</td>
-            <td class="error-text">{row.last_error.clone()}</td>
+            <td>
+                <div class="error-text" title=row.last_error.clone()>{row.last_error.clone()}</div>
+            </td>
             <td class="time">{format::utc(row.received_at)}</td>
             <td class="time">{format::utc(row.dead_at)}</td>
             <td class="row-actions">

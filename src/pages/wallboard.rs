@@ -277,8 +277,7 @@ pub fn Sparkline(points: Vec<Option<i64>>, label: String) -> impl IntoView {
         <svg
             class="sparkline"
             viewBox=format!("0 0 {W} {H}")
-            width=W
-            height=H
+            preserveAspectRatio="none"
             role="img"
             aria-label=aria_label
         >

@@ -546,6 +546,52 @@ mod tests {
         assert_eq!(same_site(&headers(&[]), None), None);
     }
 
+    #[tokio::test]
+    async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let (db, _writer) = crate::server::store::open(&url, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let portal = Portal::from_config(&Config::for_database(url)).expect("defaults");
+        let store = Arc::new(crate::server::sessions::DbSessionStore::new(db));
+        let now = now_ms();
+        let minute = 60_000;
+        let check = |signed_in_at: i64, seen_at: i64| {
+            let session = Session::new(None, store.clone(), None);
+            let portal = portal.clone();
+            async move {
+                let record = SignedIn {
+                    role: Role::Admin,
+                    signed_in_at,
+                    seen_at,
+                    csrf: "t".into(),
+                };
+                session.insert(SESSION_KEY, &record).await.expect("insert");
+                signed_in(&session, &portal).await.map(|s| s.seen_at)
+            }
+        };
+        // Defaults: 30 minutes idle, 12 hours in all.
+        assert_eq!(check(now, now).await, Some(now));
+        assert_eq!(
+            check(now - 29 * minute, now - 29 * minute)
+                .await
+                .map(|seen| seen >= now),
+            Some(true),
+            "activity is recorded"
+        );
+        assert_eq!(
+            check(now - 31 * minute, now - 31 * minute).await,
+            None,
+            "idle too long"
+        );
+        assert_eq!(
+            check(now - 13 * 60 * minute, now).await,
+            None,
+            "signed in too long ago"
+        );
+    }
+
     #[test]
     fn only_local_paths_are_returned_to_after_sign_in() {
         assert_eq!(
