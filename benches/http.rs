@@ -16,7 +16,10 @@
 //! - `slow-clients`: as shipped while 1,000 connections open and then trickle or idle;
 //! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on;
 //! - `snapshot-5m` (not in the default set): the latency of one uncached status snapshot
-//!   with 5,000,000 events stored.
+//!   with 5,000,000 events stored;
+//! - `wallboard-50` (not in the default set): the server time of `GET /` with 50 active
+//!   queues, against `GET /healthz` in the same run as the baseline, and the gzipped size of
+//!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release`).
 //!
 //! Every scenario checks that each acknowledged event is in the database. Figures are medians
 //! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
@@ -437,6 +440,7 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
         ),
         "drain-1m" => return drain(dir.path()).await,
         "snapshot-5m" => return snapshot_cost(dir.path()).await,
+        "wallboard-50" => return wallboard(dir.path()).await,
         other => panic!("unknown scenario {other}"),
     };
     if preloaded > 0 {
@@ -538,6 +542,123 @@ async fn snapshot_cost(dir: &Path) -> Outcome {
         },
         note: format!("{STORED} events stored; latency of one uncached GET /api/v2/queues"),
     }
+}
+
+/// `GET /` with 50 active queues (as shipped: workers on, the 500 ms status cache), timed
+/// request by request against `GET /healthz` as the baseline; plus the page's gzipped assets.
+async fn wallboard(dir: &Path) -> Outcome {
+    const QUEUES: usize = 50;
+    const REQUESTS: usize = 1_000;
+    let server = Server::start(dir, &[]);
+    let client = reqwest::Client::new();
+    let now = jiff::Timestamp::now();
+    // Per queue: answered and abandoned conversations and some still waiting.
+    let mut sent = 0;
+    for q in 0..QUEUES {
+        for c in 0..12 {
+            let states: &[&str] = match c % 4 {
+                0 => &["queued"],
+                1 => &["queued", "disconnected"],
+                _ => &["queued", "connected", "disconnected"],
+            };
+            for (step, state) in states.iter().enumerate() {
+                let at = now - jiff::SignedDuration::from_secs(600 - 60 * step as i64);
+                let body = serde_json::json!({
+                    "event": "conversation:updated",
+                    "id": format!("w-{q}-{c}-{step}"),
+                    "timestamp": at.to_string(),
+                    "data": {"state": state, "queueId": format!("queue-{q:02}"),
+                             "queueName": format!("Queue {q:02}"), "conversationId": format!("conv-{q}-{c}")},
+                })
+                .to_string();
+                let answer = client
+                    .post(format!("http://{}/api/v2/webhooks/gc-status", server.addr))
+                    .header("content-type", "application/json")
+                    .header(
+                        "x-gc-signature",
+                        sign_hex(SECRET.as_bytes(), body.as_bytes()),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("posted");
+                assert_eq!(answer.status(), 202);
+                sent += 1;
+            }
+        }
+    }
+    while count(&server.db_url, OPEN_EVENTS).await > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let time = |path: &'static str| {
+        let client = client.clone();
+        let url = format!("http://{}{path}", server.addr);
+        async move {
+            let mut took = Vec::with_capacity(REQUESTS);
+            let mut body = String::new();
+            for _ in 0..REQUESTS {
+                let started = Instant::now();
+                body = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .expect("answered")
+                    .text()
+                    .await
+                    .expect("body");
+                took.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            (took, body)
+        }
+    };
+    let (baseline, _) = time("/healthz").await;
+    let (page, html) = time("/").await;
+    let rows = html.matches("<tr data-queue=").count();
+    assert_eq!(rows, QUEUES, "every queue is on the page");
+    let mut sorted = page.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, base50) = (median(page), median(baseline));
+    let assets = asset_sizes();
+    server.stop();
+    Outcome {
+        load: Load {
+            accepted: REQUESTS as u64,
+            p50_ms: p50,
+            p99_ms: sorted[sorted.len() * 99 / 100],
+            max_ms: sorted[sorted.len() - 1],
+            ..Load::default()
+        },
+        note: format!(
+            "{QUEUES} queues from {sent} events; GET / p50 {p50:.2} ms vs GET /healthz p50 \
+             {base50:.2} ms (×{:.1}); {assets}",
+            p50 / base50
+        ),
+    }
+}
+
+/// The gzipped (level 9) size of each page asset, from `target/site/pkg`.
+fn asset_sizes() -> String {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/site/pkg");
+    let mut total = 0;
+    let mut parts = Vec::new();
+    for name in ["gc-status.wasm", "gc-status.js", "gc-status.css"] {
+        let Ok(output) = Command::new("gzip").arg("-9c").arg(pkg.join(name)).output() else {
+            return "gzip not found: asset sizes not measured".into();
+        };
+        if !output.status.success() {
+            return format!("{name} not built (run `cargo leptos build --release`)");
+        }
+        total += output.stdout.len();
+        parts.push(format!(
+            "{name} {:.1} KB",
+            output.stdout.len() as f64 / 1024.0
+        ));
+    }
+    format!(
+        "assets gzipped: {} = {:.1} KB",
+        parts.join(" + "),
+        total as f64 / 1024.0
+    )
 }
 
 /// Processing alone: how fast a stored backlog of 1,000,000 mixed events is worked off.

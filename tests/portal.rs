@@ -8,6 +8,9 @@ use common::{spawn_app, spawn_app_with, ADMIN_TOKEN};
 use reqwest::{header, redirect::Policy, StatusCode};
 use serde_json::{json, Value};
 
+/// Extra request headers of a test case.
+type Headers = Vec<(&'static str, String)>;
+
 /// A client that shows redirects instead of following them.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -155,7 +158,7 @@ async fn state_changing_requests_from_other_sites_are_refused() {
     let ok = sign_in(&app, ADMIN_TOKEN, None).await;
     let cookie = name_value(&session_cookie(&ok).expect("cookie"));
     let act = json!({"act": "Replay", "target": {"Ids": ["x"]}});
-    let post = |headers: Vec<(&'static str, String)>| {
+    let post = |headers: Headers| {
         let mut request = client()
             .post(app.url("/api/dead-letters/act"))
             .header(header::CONTENT_TYPE, "application/json")
@@ -166,7 +169,7 @@ async fn state_changing_requests_from_other_sites_are_refused() {
         request.send()
     };
     let same_origin = format!("http://{}", app.addr);
-    let cases: Vec<(&str, Vec<(&'static str, String)>, StatusCode)> = vec![
+    let cases: Vec<(&str, Headers, StatusCode)> = vec![
         (
             "cross-site origin",
             vec![

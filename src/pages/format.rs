@@ -20,7 +20,8 @@ pub fn wait(ms: Option<i64>) -> String {
 /// A ratio 0..1 as a whole percentage; `–` when unknown.
 pub fn percent(ratio: Option<f64>) -> String {
     match ratio {
-        Some(r) if r.is_finite() => format!("{:.0} %", r * 100.0),
+        // Integer formatting: float formatting would add its tables to the browser's wasm.
+        Some(r) if r.is_finite() => format!("{} %", (r * 100.0).round() as i64),
         _ => "–".to_owned(),
     }
 }
@@ -33,7 +34,7 @@ pub fn count(n: Option<i64>) -> String {
 /// A rate per second shown per minute, rounded.
 pub fn per_minute(per_second: f64) -> String {
     if per_second.is_finite() {
-        format!("{:.0}", (per_second * 60.0).max(0.0))
+        ((per_second * 60.0).max(0.0).round() as i64).to_string()
     } else {
         "–".to_owned()
     }

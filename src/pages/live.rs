@@ -193,13 +193,16 @@ impl Live {
             move |event: web_sys::MessageEvent| {
                 self.last_message.set(js_sys::Date::now());
                 self.connection.set(Connection::Live);
-                let as_of = event
+                #[derive(serde::Deserialize)]
+                struct Beat {
+                    as_of: String,
+                }
+                let beat = event
                     .data()
                     .as_string()
-                    .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-                    .and_then(|beat| beat.get("as_of")?.as_str().map(str::to_owned));
-                if as_of.is_some() {
-                    self.beat_as_of.set(as_of);
+                    .and_then(|text| serde_json::from_str::<Beat>(&text).ok());
+                if let Some(beat) = beat {
+                    self.beat_as_of.set(Some(beat.as_of));
                 }
             },
         );
@@ -250,13 +253,13 @@ impl Live {
 #[cfg(feature = "hydrate")]
 struct Stream {
     source: web_sys::EventSource,
-    _listeners: (
-        wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
-        wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>,
-        wasm_bindgen::closure::Closure<dyn FnMut()>,
-        wasm_bindgen::closure::Closure<dyn FnMut()>,
-    ),
+    _listeners: (OnMessage, OnMessage, OnSignal, OnSignal),
 }
+
+#[cfg(feature = "hydrate")]
+type OnMessage = wasm_bindgen::closure::Closure<dyn FnMut(web_sys::MessageEvent)>;
+#[cfg(feature = "hydrate")]
+type OnSignal = wasm_bindgen::closure::Closure<dyn FnMut()>;
 
 /// A badge for the stream's state.
 #[component]

@@ -242,23 +242,23 @@ fn Legend(thresholds: Thresholds) -> impl IntoView {
 /// Waiting conversations per minute as an inline SVG line; gaps where no sample exists.
 #[component]
 pub fn Sparkline(points: Vec<Option<i64>>, label: String) -> impl IntoView {
-    const W: f64 = 120.0;
-    const H: f64 = 28.0;
-    let max = points.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
-    let step = if points.len() > 1 {
-        W / (points.len() - 1) as f64
-    } else {
-        W
-    };
+    // Integer coordinates in a 1200 × 280 box, scaled by CSS.
+    const W: i64 = 1200;
+    const H: i64 = 280;
+    let max = points.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let last = i64::try_from(points.len())
+        .unwrap_or(1)
+        .saturating_sub(1)
+        .max(1);
     // One polyline per run of known points.
     let mut runs: Vec<String> = Vec::new();
     let mut run = String::new();
-    for (i, point) in points.iter().enumerate() {
+    for (i, point) in (0_i64..).zip(points.iter()) {
         match point {
             Some(v) => {
-                let x = i as f64 * step;
-                let y = H - 2.0 - (*v as f64 / max) * (H - 4.0);
-                run.push_str(&format!("{x:.1},{y:.1} "));
+                let x = i * W / last;
+                let y = H - 20 - v.clamp(&0, &max) * (H - 40) / max;
+                run.push_str(&format!("{x},{y} "));
             }
             None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
             None => {}
@@ -282,11 +282,8 @@ pub fn Sparkline(points: Vec<Option<i64>>, label: String) -> impl IntoView {
             aria-label=aria_label
         >
             <title>{title}</title>
-            <line class="baseline" x1="0" y1=H - 2.0 x2=W y2=H - 2.0 />
-            {runs
-                .into_iter()
-                .map(|points| view! { <polyline points=points /> })
-                .collect_view()}
+            <line class="baseline" x1="0" y1=H - 20 x2=W y2=H - 20 />
+            {runs.into_iter().map(|points| view! { <polyline points=points /> }).collect_view()}
         </svg>
     }
 }

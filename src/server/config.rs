@@ -79,7 +79,7 @@ pub struct Config {
     )]
     pub basic_users: Vec<SecretString>,
 
-    /// Bearer token for the admin API and replay buttons.
+    /// The admin secret: admin sign-in at /login, and the bearer token of the admin API.
     #[arg(long, env = "GC_STATUS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
 
