@@ -574,10 +574,7 @@ async fn wallboard(dir: &Path) -> Outcome {
                 let answer = client
                     .post(format!("http://{}/api/v2/webhooks/gc-status", server.addr))
                     .header("content-type", "application/json")
-                    .header(
-                        "x-gc-signature",
-                        sign_hex(SECRET.as_bytes(), body.as_bytes()),
-                    )
+                    .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
                     .body(body)
                     .send()
                     .await

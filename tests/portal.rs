@@ -157,6 +157,17 @@ async fn state_changing_requests_from_other_sites_are_refused() {
     let app = spawn_app().await;
     let ok = sign_in(&app, ADMIN_TOKEN, None).await;
     let cookie = name_value(&session_cookie(&ok).expect("cookie"));
+    let session: Value = client()
+        .get(app.url("/api/v2/session"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(session["role"], "admin");
+    let csrf = session["csrf"].as_str().expect("a CSRF token").to_owned();
     let act = json!({"act": "Replay", "target": {"Ids": ["x"]}});
     let post = |headers: Headers| {
         let mut request = client()
@@ -200,6 +211,11 @@ async fn state_changing_requests_from_other_sites_are_refused() {
             "wrong CSRF token",
             vec![("cookie", cookie.clone()), ("x-csrf-token", "guess".into())],
             StatusCode::FORBIDDEN,
+        ),
+        (
+            "the session's CSRF token",
+            vec![("cookie", cookie.clone()), ("x-csrf-token", csrf.clone())],
+            StatusCode::OK,
         ),
         (
             "no session at all",

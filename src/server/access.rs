@@ -351,7 +351,10 @@ pub async fn gate_pages(State(state): State<AppState>, request: Request, next: N
             .into_response();
     }
 
-    let open = matches!(path, LOGIN_PATH | "/api/login" | "/api/logout" | "/metrics");
+    let open = matches!(
+        path,
+        LOGIN_PATH | "/api/login" | "/api/logout" | "/api/v2/session" | "/metrics"
+    );
     if !portal.viewers_need_token() || open || visitor.is_some() {
         return next.run(request).await;
     }
@@ -461,6 +464,23 @@ fn decode_component(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /api/v2/session`: who the cookie's session is signed in as, and its CSRF token, for a
+/// client that sends neither `Origin` nor `Sec-Fetch-Site` (it then needs `X-CSRF-Token`).
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/v2/session", axum::routing::get(describe_session))
+}
+
+async fn describe_session(State(state): State<AppState>, session: Session) -> Response {
+    match signed_in(&session, &state.portal).await {
+        Some(signed) => Json(json!({ "role": signed.role, "csrf": signed.csrf })).into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "not_signed_in", "detail": "sign in at /login" })),
+        )
+            .into_response(),
+    }
 }
 
 /// The signed-in admin for a server function, or a 403 with what to do.

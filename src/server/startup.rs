@@ -421,6 +421,7 @@ fn router(state: AppState) -> Router {
     // Layers run outermost-last: session, then the cross-site check, then the page gate.
     let portal = Router::new()
         .merge(api::router())
+        .merge(access::router())
         .leptos_routes_with_context(
             &state,
             routes,
