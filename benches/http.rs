@@ -19,7 +19,7 @@
 //!   with 5,000,000 events stored;
 //! - `wallboard-50` (not in the default set): the server time of `GET /` with 50 active
 //!   queues, against `GET /healthz` in the same run as the baseline, and the gzipped size of
-//!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release`).
+//!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release --split`: what the wallboard downloads).
 //!
 //! Every scenario checks that each acknowledged event is in the database. Figures are medians
 //! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
@@ -643,7 +643,7 @@ fn asset_sizes() -> String {
             return "gzip not found: asset sizes not measured".into();
         };
         if !output.status.success() {
-            return format!("{name} not built (run `cargo leptos build --release`)");
+            return format!("{name} not built (run `cargo leptos build --release --split`)");
         }
         total += output.stdout.len();
         parts.push(format!(

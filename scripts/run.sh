@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PWD/end2end/node_modules/.bin:$PATH"
 
-cargo leptos build --release
+# --split: the admin pages' code is loaded only when they are opened (lazy routes).
+cargo leptos build --release --split
 
 if [ ! -f .env ]; then
   random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }

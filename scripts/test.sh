@@ -13,7 +13,8 @@ cargo fmt --all --check
 cargo clippy --release --features ssr --all-targets -- -D warnings
 cargo clippy --release --lib --target wasm32-unknown-unknown --no-default-features --features hydrate -- -D warnings
 # One release build serves everything: cargo-leptos's site, `cargo test` and Playwright.
-cargo leptos build --release
+# --split: the admin pages' code is loaded only when they are opened (lazy routes).
+cargo leptos build --release --split
 cargo test --release --features ssr
 (cd end2end && npx playwright test)
 echo "==> all tests passed"

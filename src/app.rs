@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    ParamSegment, SsrMode, StaticSegment,
+    lazy_route, Lazy, LazyRoute, ParamSegment, SsrMode, StaticSegment,
 };
 
 use crate::pages::{
@@ -46,11 +46,35 @@ pub fn App() -> impl IntoView {
                 <Route path=StaticSegment("") view=WallboardPage ssr=ssr.clone() />
                 <Route path=StaticSegment("widget") view=WidgetPage ssr=ssr.clone() />
                 <Route path=(StaticSegment("widget"), ParamSegment("queue")) view=WidgetPage ssr=ssr.clone() />
-                <Route path=StaticSegment("login") view=LoginPage ssr=ssr.clone() />
-                <Route path=(StaticSegment("admin"), StaticSegment("dead-letters")) view=ConsolePage ssr=ssr.clone() />
-                <Route path=(StaticSegment("admin"), StaticSegment("dead-letter")) view=DeadLetterPage ssr=ssr.clone() />
-                <Route path=(StaticSegment("admin"), StaticSegment("audit")) view=AuditPage ssr=ssr />
+                <Route path=StaticSegment("login") view={Lazy::<LoginRoute>::new()} ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("dead-letters")) view={Lazy::<ConsoleRoute>::new()} ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("dead-letter")) view={Lazy::<DeadLetterRoute>::new()} ssr=ssr.clone() />
+                <Route path=(StaticSegment("admin"), StaticSegment("audit")) view={Lazy::<AuditRoute>::new()} ssr=ssr />
             </Routes>
         </Router>
     }
 }
+
+// The sign-in and admin pages load their code only when opened (`cargo leptos build --split`),
+// so the wallboard and the widget, which every screen downloads, stay small.
+macro_rules! lazy_page {
+    ($route:ident, $page:ident) => {
+        pub struct $route;
+
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                $route
+            }
+
+            fn view(_this: Self) -> AnyView {
+                view! { <$page /> }.into_any()
+            }
+        }
+    };
+}
+
+lazy_page!(LoginRoute, LoginPage);
+lazy_page!(ConsoleRoute, ConsolePage);
+lazy_page!(DeadLetterRoute, DeadLetterPage);
+lazy_page!(AuditRoute, AuditPage);

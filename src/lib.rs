@@ -18,5 +18,6 @@ pub mod server;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    // `hydrate_lazy`: a page whose code is split off (the admin pages) loads it first.
+    leptos::mount::hydrate_lazy(app::App);
 }

@@ -691,3 +691,42 @@ async fn queue_names_come_from_payloads_then_the_names_file_then_the_id() {
     assert_eq!(app.queue("q-none").await["name"], "q-none");
     assert_eq!(app.queue("q-both").await["name"], "Queue q-both");
 }
+
+#[tokio::test]
+async fn a_replayed_letter_that_fails_again_keeps_its_earlier_attempts() {
+    let app = spawn_app().await;
+    let body = json!({"topicName": "v2.nobody.knows", "eventBody": {"queueId": "q1"}}).to_string();
+    let id = app
+        .post_signed(&body)
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Both ways a first attempt is made: the lease-free path for never-tried events, then
+    // (after a replay resets the attempts) the same path again.
+    for round in 1..=3 {
+        assert_eq!(
+            app.worker.run_until_idle_at(now_ms()).await.expect("run"),
+            1
+        );
+        let letter = app
+            .db
+            .get_dead_letter(&id)
+            .await
+            .expect("read")
+            .expect("dead");
+        let errors = letter.errors.as_array().expect("errors").len();
+        assert_eq!(errors, round, "every attempt so far is kept");
+        let (status, _) = admin(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/v2/admin/dead-letters/{id}/replay"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+}

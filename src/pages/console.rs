@@ -244,11 +244,7 @@ pub fn ConsolePage() -> impl IntoView {
     let act = ServerAction::<ActOnDeadLetters>::new();
     let live = Live::start();
     // Reload when letters come or go (a replayed letter that fails again is back).
-    let changes = Memo::new(move |_| {
-        live.current()
-            .and_then(Result::ok)
-            .map(|s| (s.pipeline.counts.dead, s.pipeline.out_per_second.to_bits()))
-    });
+    let changes = live.dead_letter_changes();
     let list = Resource::new(
         move || {
             (

@@ -6,7 +6,7 @@ use leptos_router::hooks::use_query_map;
 use super::{
     console::{Act, ActOnDeadLetters, ConfirmDialog, Pending, Target},
     format,
-    live::get_role,
+    live::{get_role, Live},
     nav::Nav,
 };
 use crate::model::DeadLetterDetail;
@@ -56,9 +56,13 @@ pub fn DeadLetterPage() -> impl IntoView {
     let query = use_query_map();
     let id = Memo::new(move |_| query.with(|q| q.get("id").unwrap_or_default()));
     let act = ServerAction::<ActOnDeadLetters>::new();
+    // Follows the letter live: after a replay it disappears, and if it fails again it comes
+    // back with the new attempt.
+    let live = Live::start();
+    let changes = live.dead_letter_changes();
     let letter = Resource::new(
-        move || (id.get(), act.version().get()),
-        |(id, _)| get_dead_letter(id),
+        move || (id.get(), act.version().get(), changes.get()),
+        |(id, _, _)| get_dead_letter(id),
     );
     let pending = RwSignal::new(None::<Pending>);
     let outcome = move || {

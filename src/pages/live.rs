@@ -8,7 +8,7 @@ use super::format;
 use crate::model::{Role, StatusSnapshot};
 
 /// The current status snapshot (the first render; in the browser the stream takes over).
-#[server(endpoint = "status")]
+#[server(endpoint = "status", input = server_fn::codec::Json)]
 pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
     let status = expect_context::<std::sync::Arc<crate::server::status::StatusSource>>();
     status.snapshot().await.map_err(|err| {
@@ -19,7 +19,7 @@ pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
 
 /// Who the visitor is signed in as, so the page shows only the controls they may use (the
 /// server checks every action again).
-#[server(endpoint = "whoami")]
+#[server(endpoint = "whoami", input = server_fn::codec::Json)]
 pub async fn get_role() -> Result<Option<Role>, ServerFnError> {
     Ok(crate::server::access::visitor_role().await)
 }
@@ -96,6 +96,17 @@ impl Live {
             Some(snapshot) => Some(Ok(snapshot)),
             None => self.initial.get(),
         }
+    }
+
+    /// Changes whenever dead letters come or go: their count, or the processing rate (a
+    /// replayed letter that fails again leaves the count as it was).
+    pub fn dead_letter_changes(&self) -> Memo<Option<(i64, u64)>> {
+        let live = *self;
+        Memo::new(move |_| {
+            live.current()
+                .and_then(Result::ok)
+                .map(|s| (s.pipeline.counts.dead, s.pipeline.out_per_second.to_bits()))
+        })
     }
 
     /// Time since the figures were read, for ticking waits (0 on the server and at hydration,

@@ -2,7 +2,6 @@
 
 use leptos::prelude::*;
 
-use super::login::Logout;
 use crate::model::Role;
 
 #[component]
@@ -11,7 +10,6 @@ pub fn Nav(
     /// Which page is open: `wallboard`, `dead-letters` or `audit`.
     current: &'static str,
 ) -> impl IntoView {
-    let logout = ServerAction::<Logout>::new();
     let here = move |page: &'static str| (page == current).then_some("page");
     view! {
         <header class="top">
@@ -50,12 +48,14 @@ pub fn Nav(
             <Suspense fallback=|| ()>
                 {move || match role.get() {
                     Some(Ok(Some(Role::Admin))) => {
+                        // A plain form: it works before (or without) scripts, and keeps the
+                        // form-encoding code out of the wasm every wallboard downloads.
                         view! {
-                            <ActionForm action=logout attr:class="sign-out">
+                            <form method="post" action="/api/logout" class="sign-out">
                                 <button type="submit" data-testid="sign-out">
                                     "Sign out"
                                 </button>
-                            </ActionForm>
+                            </form>
                         }
                             .into_any()
                     }

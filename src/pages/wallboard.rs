@@ -267,6 +267,12 @@ pub fn Sparkline(points: Vec<Option<i64>>, label: String) -> impl IntoView {
     if !run.is_empty() {
         runs.push(run);
     }
+    // A lone minute is a zero-length line: drawn as a dot by the round line cap.
+    for run in &mut runs {
+        if run.split_whitespace().count() == 1 {
+            *run = format!("{run}{run}");
+        }
+    }
     let peak = points.iter().flatten().copied().max();
     let title = match peak {
         Some(peak) => format!("{label}: peak {peak}"),

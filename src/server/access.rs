@@ -395,6 +395,10 @@ fn viewer_needed(message: &str) -> Response {
 /// Middleware: the widget may be framed by the configured portal origins; no other page may
 /// be framed at all (clickjacking). Also the usual hardening headers.
 pub async fn frame_policy(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Webhook answers are JSON for machines: nothing to frame, and their path stays lean.
+    if request.uri().path() == WEBHOOK_PATH {
+        return next.run(request).await;
+    }
     let widget = request.uri().path() == "/widget" || request.uri().path().starts_with("/widget/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();

@@ -13,6 +13,7 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
+use tower_http::{compression::CompressionLayer, CompressionLevel};
 
 use super::{
     access::{self, Portal},
@@ -34,6 +35,9 @@ use super::{
     worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use crate::app::{shell, App};
+
+/// Compression level (gzip 1–9, brotli 0–11) of pages and assets.
+const ASSET_COMPRESSION: i32 = 6;
 
 /// How long shutdown waits for the writer to commit what it already received.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -445,13 +449,16 @@ fn router(state: AppState) -> Router {
             state.db.clone(),
             state.portal.secure_cookies,
             state.portal.session_idle,
-        ));
+        ))
+        // The page's assets, for a wallboard on a slow office link: the wasm is a quarter of
+        // its size compressed. (Streams are never compressed: that would hold back events.)
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(ASSET_COMPRESSION)));
     Router::new()
         .merge(ingest::router())
         .merge(http::router())
         .merge(admin::router(state.clone()))
         .merge(portal)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             access::frame_policy,

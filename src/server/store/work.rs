@@ -428,7 +428,7 @@ pub(crate) async fn apply_verdicts(
             "UPDATE events
                 SET status = 'dead', attempts = 1, next_attempt_at = ?1,
                     last_error = j.value ->> 'e',
-                    errors = json_array(json_object('at', ?1, 'error', j.value ->> 'e'))
+                    errors = json_insert(errors, '$[#]', json_object('at', ?1, 'error', j.value ->> 'e'))
                FROM json_each(?2) AS j
               WHERE events.id = j.value ->> 'i' AND +events.status = 'pending'
                 AND events.attempts = 0
@@ -446,7 +446,7 @@ pub(crate) async fn apply_verdicts(
         applied.for_workers = sqlx::query(
             "UPDATE events
                 SET attempts = 1, next_attempt_at = ?2, last_error = j.value ->> 'e',
-                    errors = json_array(json_object('at', ?1, 'error', j.value ->> 'e'))
+                    errors = json_insert(errors, '$[#]', json_object('at', ?1, 'error', j.value ->> 'e'))
                FROM json_each(?3) AS j
               WHERE events.id = j.value ->> 'i' AND +events.status = 'pending'
                 AND events.attempts = 0",
