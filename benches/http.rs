@@ -615,7 +615,7 @@ async fn wallboard(dir: &Path) -> Outcome {
     let mut sorted = page.clone();
     sorted.sort_by(f64::total_cmp);
     let (p50, base50) = (median(page), median(baseline));
-    let assets = asset_sizes();
+    let assets = asset_sizes(&server.addr).await;
     server.stop();
     Outcome {
         load: Load {
@@ -633,28 +633,45 @@ async fn wallboard(dir: &Path) -> Outcome {
     }
 }
 
-/// The gzipped (level 9) size of each page asset, from `target/site/pkg`.
-fn asset_sizes() -> String {
+/// What the wallboard downloads besides its HTML (`target/site/pkg`: the main wasm, its JS,
+/// the split-chunk loader and the CSS): gzipped at level 9, and as the server sends it to a
+/// browser that accepts brotli.
+async fn asset_sizes(addr: &str) -> String {
     let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/site/pkg");
-    let mut total = 0;
-    let mut parts = Vec::new();
-    for name in ["gc-status.wasm", "gc-status.js", "gc-status.css"] {
+    let Ok(dir) = std::fs::read_dir(&pkg) else {
+        return "assets not built (run `cargo leptos build --release --split`)".into();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            matches!(n.as_str(), "gc-status.wasm" | "gc-status.js" | "gc-status.css")
+                || (n.starts_with("__wasm_split") && n.ends_with(".js"))
+        })
+        .collect();
+    names.sort();
+    let client = reqwest::Client::new();
+    let (mut gzipped, mut served) = (0, 0);
+    for name in &names {
         let Ok(output) = Command::new("gzip").arg("-9c").arg(pkg.join(name)).output() else {
             return "gzip not found: asset sizes not measured".into();
         };
-        if !output.status.success() {
-            return format!("{name} not built (run `cargo leptos build --release --split`)");
-        }
-        total += output.stdout.len();
-        parts.push(format!(
-            "{name} {:.1} KB",
-            output.stdout.len() as f64 / 1024.0
-        ));
+        gzipped += output.stdout.len();
+        let body = client
+            .get(format!("http://{addr}/pkg/{name}"))
+            .header("accept-encoding", "br")
+            .send()
+            .await
+            .expect("asset served")
+            .bytes()
+            .await
+            .expect("asset body");
+        served += body.len();
     }
     format!(
-        "assets gzipped: {} = {:.1} KB",
-        parts.join(" + "),
-        total as f64 / 1024.0
+        "assets ({}): {:.1} KB gzipped (-9), {:.1} KB as served (brotli)",
+        names.join(" + "),
+        gzipped as f64 / 1024.0,
+        served as f64 / 1024.0
     )
 }
 
