@@ -644,8 +644,10 @@ async fn asset_sizes(addr: &str) -> String {
     let mut names: Vec<String> = dir
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| {
-            matches!(n.as_str(), "gc-status.wasm" | "gc-status.js" | "gc-status.css")
-                || (n.starts_with("__wasm_split") && n.ends_with(".js"))
+            matches!(
+                n.as_str(),
+                "gc-status.wasm" | "gc-status.js" | "gc-status.css"
+            ) || (n.starts_with("__wasm_split") && n.ends_with(".js"))
         })
         .collect();
     names.sort();

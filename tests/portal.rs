@@ -286,7 +286,15 @@ async fn the_viewer_link_becomes_a_session_and_leaves_the_url() {
         exchanged.headers()[header::LOCATION],
         "/widget/q1?theme=dark"
     );
-    let cookie = name_value(&session_cookie(&exchanged).expect("a viewer session"));
+    let set_cookie = session_cookie(&exchanged).expect("a viewer session");
+    // A wall display keeps its page open for weeks: no 30-minute idle expiry for viewers.
+    let max_age: u64 = set_cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next()?.trim().parse().ok())
+        .expect("a Max-Age");
+    assert!(max_age > 7 * 24 * 3600, "{set_cookie}");
+    let cookie = name_value(&set_cookie);
     let page = client()
         .get(app.url("/widget/q1"))
         .header(header::COOKIE, &cookie)

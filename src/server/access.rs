@@ -40,6 +40,9 @@ const ADMIN_API_PREFIX: &str = "/api/v2/admin/";
 /// A signed-in session's last-seen time is written back at most this often (it is what the
 /// idle timeout counts from), so browsing does not write to the database on every request.
 const TOUCH_EVERY_MS: i64 = 60_000;
+/// How long a viewer link's session lasts. Wall displays keep one page open for weeks with
+/// only the stream's requests, so viewer sessions have no idle timeout.
+const VIEWER_SESSION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Session key of [`SignedIn`].
 const SESSION_KEY: &str = "signed_in";
 
@@ -158,6 +161,14 @@ pub struct SignedIn {
 pub async fn signed_in(session: &Session, portal: &Portal) -> Option<SignedIn> {
     let mut current: SignedIn = session.get(SESSION_KEY).await.ok().flatten()?;
     let now = now_ms();
+    if current.role == Role::Viewer {
+        let max = i64::try_from(VIEWER_SESSION.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(current.signed_in_at) > max {
+            let _ = session.flush().await;
+            return None;
+        }
+        return Some(current);
+    }
     let max = i64::try_from(portal.session_max.as_millis()).unwrap_or(i64::MAX);
     let idle = i64::try_from(portal.session_idle.as_millis()).unwrap_or(i64::MAX);
     if now.saturating_sub(current.signed_in_at) > max || now.saturating_sub(current.seen_at) > idle
@@ -184,6 +195,11 @@ pub async fn sign_in(session: &Session, role: Role) -> anyhow::Result<SignedIn> 
         csrf: hex::encode(rand::rng().random::<[u8; 16]>()),
     };
     session.cycle_id().await?;
+    if role == Role::Viewer {
+        let until = tower_sessions::cookie::time::OffsetDateTime::now_utc()
+            + tower_sessions::cookie::time::Duration::try_from(VIEWER_SESSION)?;
+        session.set_expiry(Some(tower_sessions::Expiry::AtDateTime(until)));
+    }
     session.insert(SESSION_KEY, &signed).await?;
     Ok(signed)
 }
