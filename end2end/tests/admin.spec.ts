@@ -66,7 +66,7 @@ test("replay one: it fails again and comes back with its earlier attempts kept",
 
   await row.getByTestId("replay").click();
   await expect(page.getByTestId("console-result")).toHaveText(
-    "Replayed 1 dead letter; they are being processed again.",
+    "Replayed 1 dead letter; it is being processed again.",
   );
   // Still uninterpretable: it returns, and its detail lists both attempts.
   await expect(page.locator(`tr[data-letter="${id}"]`)).toBeVisible();

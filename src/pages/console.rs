@@ -203,6 +203,23 @@ pub fn query_of(filter: &ConsoleFilter, before: Option<&str>) -> String {
     }
 }
 
+/// What an action did, as the console and the detail page say it.
+pub fn outcome_text(result: &Result<ActResult, ServerFnError>) -> String {
+    match result {
+        Ok(ActResult { act, count }) => {
+            let letters = format::plural(*count, "dead letter", "dead letters");
+            match act {
+                Act::Replay => {
+                    let which = if *count == 1 { "it is" } else { "they are" };
+                    format!("Replayed {letters}; {which} being processed again.")
+                }
+                Act::Discard => format!("Discarded {letters}."),
+            }
+        }
+        Err(err) => format!("Nothing done: {}", super::server_message(err)),
+    }
+}
+
 /// An action waiting for the admin's confirmation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pending {
@@ -265,18 +282,7 @@ pub fn ConsolePage() -> impl IntoView {
         filter.track();
         selected.set(BTreeSet::new());
     });
-    let outcome = move || {
-        act.value().get().map(|result| match result {
-            Ok(ActResult { act, count }) => {
-                let letters = format::plural(count, "dead letter", "dead letters");
-                match act {
-                    Act::Replay => format!("Replayed {letters}; they are being processed again."),
-                    Act::Discard => format!("Discarded {letters}."),
-                }
-            }
-            Err(err) => format!("Nothing done: {}", super::server_message(&err)),
-        })
-    };
+    let outcome = move || act.value().get().map(|result| outcome_text(&result));
     Effect::new(move |_| {
         if act.version().get() > 0 {
             selected.set(BTreeSet::new());

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 use super::{
-    console::{Act, ActOnDeadLetters, ConfirmDialog, Pending, Target},
+    console::{outcome_text, Act, ActOnDeadLetters, ConfirmDialog, Pending, Target},
     format,
     live::{get_role, Live},
     nav::Nav,
@@ -65,21 +65,7 @@ pub fn DeadLetterPage() -> impl IntoView {
         |(id, _, _)| get_dead_letter(id),
     );
     let pending = RwSignal::new(None::<Pending>);
-    let outcome = move || {
-        act.value().get().map(|result| match result {
-            Ok(done) => match done.act {
-                Act::Replay => format!(
-                    "Replayed {}; it is being processed again.",
-                    format::plural(done.count, "dead letter", "dead letters")
-                ),
-                Act::Discard => format!(
-                    "Discarded {}.",
-                    format::plural(done.count, "dead letter", "dead letters")
-                ),
-            },
-            Err(err) => format!("Nothing done: {}", super::server_message(&err)),
-        })
-    };
+    let outcome = move || act.value().get().map(|result| outcome_text(&result));
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
     view! {

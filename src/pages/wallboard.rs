@@ -157,20 +157,21 @@ pub fn ticking_wait(
     move || base.map(|ms| ms + live.elapsed_ms())
 }
 
-/// The text cue for a breach (colour is never the only one).
-pub fn breach_text(found: &[&str]) -> Option<String> {
-    (!found.is_empty()).then(|| format!("Over threshold: {}", found.join(", ")))
+/// The text cue for the thresholds `queue` breaches now (colour is never the only cue);
+/// `None` while it is within them. Follows the ticking wait.
+pub fn breach(live: Live, queue: &QueueStatus, thresholds: Thresholds) -> Memo<Option<String>> {
+    let longest = ticking_wait(live, queue);
+    let q = StoredValue::new(queue.clone());
+    Memo::new(move |_| {
+        let found = q.with_value(|q| breaches(q, &thresholds, longest()));
+        (!found.is_empty()).then(|| format!("Over threshold: {}", found.join(", ")))
+    })
 }
 
 #[component]
 fn QueueRow(live: Live, queue: QueueStatus, thresholds: Thresholds) -> impl IntoView {
     let longest = ticking_wait(live, &queue);
-    let q = StoredValue::new(queue.clone());
-    let found = {
-        let longest = ticking_wait(live, &queue);
-        move || q.with_value(|q| breach_text(&breaches(q, &thresholds, longest())))
-    };
-    let found = Memo::new(move |_| found());
+    let found = breach(live, &queue, thresholds);
     view! {
         <tr
             data-queue=queue.queue_id.clone()

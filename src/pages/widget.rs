@@ -8,9 +8,9 @@ use leptos_router::hooks::use_params_map;
 use super::{
     format,
     live::{ConnectionBadge, Live, StaleBadge},
-    wallboard::{breach_text, ticking_wait, Sparkline},
+    wallboard::{breach, ticking_wait, Sparkline},
 };
-use crate::model::{breaches, QueueStatus, Thresholds};
+use crate::model::{QueueStatus, Thresholds};
 
 #[component]
 pub fn WidgetPage() -> impl IntoView {
@@ -81,11 +81,7 @@ pub fn WidgetPage() -> impl IntoView {
 #[component]
 fn Card(live: Live, queue: QueueStatus, thresholds: Thresholds) -> impl IntoView {
     let longest = ticking_wait(live, &queue);
-    let q = StoredValue::new(queue.clone());
-    let found = {
-        let longest = ticking_wait(live, &queue);
-        Memo::new(move |_| q.with_value(|q| breach_text(&breaches(q, &thresholds, longest()))))
-    };
+    let found = breach(live, &queue, thresholds);
     view! {
         <li class="card" data-queue=queue.queue_id.clone() data-breach=move || found.get().is_some().to_string()>
             <h2>

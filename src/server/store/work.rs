@@ -627,6 +627,18 @@ fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Resul
     })
 }
 
+/// How a page of dead letters is chosen.
+enum PageBy<'a> {
+    Offset {
+        limit: i64,
+        offset: i64,
+    },
+    Cursor {
+        before: Option<(i64, &'a str)>,
+        limit: i64,
+    },
+}
+
 /// A page of dead letters, newest first.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetterPage {
@@ -637,29 +649,16 @@ pub struct DeadLetterPage {
 }
 
 impl Db {
+    /// Dead letters newest first, by offset (the admin API and CLI).
     pub async fn list_dead_letters(
         &self,
         filter: &DeadLetterFilter,
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<DeadLetterPage> {
-        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters");
-        filter.push_where(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut list = QueryBuilder::new(
-            "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at
-               FROM dead_letters",
-        );
-        filter.push_where(&mut list);
-        list.push(" ORDER BY dead_at DESC, id LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = list.build().fetch_all(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(|r| dead_letter(r, false))
-            .collect::<sqlx::Result<_>>()?;
+        let (items, total) = self
+            .dead_letter_page(filter, PageBy::Offset { limit, offset })
+            .await?;
         Ok(DeadLetterPage {
             items,
             total,
@@ -676,6 +675,16 @@ impl Db {
         before: Option<(i64, &str)>,
         limit: i64,
     ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
+        self.dead_letter_page(filter, PageBy::Cursor { before, limit })
+            .await
+    }
+
+    /// One page of the letters matching `filter`, and how many match in all.
+    async fn dead_letter_page(
+        &self,
+        filter: &DeadLetterFilter,
+        page: PageBy<'_>,
+    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
         let mut count = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters");
         filter.push_where(&mut count);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
@@ -684,15 +693,25 @@ impl Db {
                FROM dead_letters",
         );
         filter.push_where(&mut list);
-        if let Some((dead_at, id)) = before {
-            list.push(" AND (dead_at, id) < (")
-                .push_bind(dead_at)
-                .push(", ")
-                .push_bind(id.to_owned())
-                .push(")");
+        match page {
+            PageBy::Offset { limit, offset } => {
+                list.push(" ORDER BY dead_at DESC, id LIMIT ")
+                    .push_bind(limit)
+                    .push(" OFFSET ")
+                    .push_bind(offset);
+            }
+            PageBy::Cursor { before, limit } => {
+                if let Some((dead_at, id)) = before {
+                    list.push(" AND (dead_at, id) < (")
+                        .push_bind(dead_at)
+                        .push(", ")
+                        .push_bind(id.to_owned())
+                        .push(")");
+                }
+                list.push(" ORDER BY dead_at DESC, id DESC LIMIT ")
+                    .push_bind(limit);
+            }
         }
-        list.push(" ORDER BY dead_at DESC, id DESC LIMIT ")
-            .push_bind(limit);
         let rows = list.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
