@@ -510,36 +510,12 @@ async fn snapshot_cost(dir: &Path) -> Outcome {
             ("GC_STATUS_WORKERS", "0"),
         ],
     );
-    let client = reqwest::Client::new();
     let url = format!("http://{}/api/v2/queues", server.addr);
-    let mut took = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        let body = client
-            .get(&url)
-            .send()
-            .await
-            .expect("answered")
-            .text()
-            .await
-            .expect("body");
-        took.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert!(body.contains(&format!("\"done\":{STORED}")), "{body}");
-    }
-    let max = took.iter().copied().fold(0.0, f64::max);
-    let mut sorted = took.clone();
-    sorted.sort_by(f64::total_cmp);
-    let p99 = sorted[sorted.len() * 99 / 100];
-    let p50 = median(took);
+    let (took, body) = time_gets(&reqwest::Client::new(), &url, 200).await;
+    assert!(body.contains(&format!("\"done\":{STORED}")), "{body}");
     server.stop();
     Outcome {
-        load: Load {
-            accepted: 200,
-            p50_ms: p50,
-            p99_ms: p99,
-            max_ms: max,
-            ..Load::default()
-        },
+        load: latencies(took),
         note: format!("{STORED} events stored; latency of one uncached GET /api/v2/queues"),
     }
 }
@@ -587,44 +563,18 @@ async fn wallboard(dir: &Path) -> Outcome {
     while count(&server.db_url, OPEN_EVENTS).await > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let time = |path: &'static str| {
-        let client = client.clone();
-        let url = format!("http://{}{path}", server.addr);
-        async move {
-            let mut took = Vec::with_capacity(REQUESTS);
-            let mut body = String::new();
-            for _ in 0..REQUESTS {
-                let started = Instant::now();
-                body = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .expect("answered")
-                    .text()
-                    .await
-                    .expect("body");
-                took.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-            (took, body)
-        }
-    };
-    let (baseline, _) = time("/healthz").await;
-    let (page, html) = time("/").await;
+    let url = |path: &str| format!("http://{}{path}", server.addr);
+    let (baseline, _) = time_gets(&client, &url("/healthz"), REQUESTS).await;
+    let (page, html) = time_gets(&client, &url("/"), REQUESTS).await;
     let rows = html.matches("<tr data-queue=").count();
     assert_eq!(rows, QUEUES, "every queue is on the page");
-    let mut sorted = page.clone();
-    sorted.sort_by(f64::total_cmp);
-    let (p50, base50) = (median(page), median(baseline));
+    let base50 = median(baseline);
+    let load = latencies(page);
+    let p50 = load.p50_ms;
     let assets = asset_sizes(&server.addr).await;
     server.stop();
     Outcome {
-        load: Load {
-            accepted: REQUESTS as u64,
-            p50_ms: p50,
-            p99_ms: sorted[sorted.len() * 99 / 100],
-            max_ms: sorted[sorted.len() - 1],
-            ..Load::default()
-        },
+        load,
         note: format!(
             "{QUEUES} queues from {sent} events; GET / p50 {p50:.2} ms vs GET /healthz p50 \
              {base50:.2} ms (×{:.1}); {assets}",
@@ -707,6 +657,37 @@ async fn drain(dir: &Path) -> Outcome {
             ..Load::default()
         },
         note,
+    }
+}
+
+/// `n` sequential GETs of `url`: each one's time (ms) and the last body.
+async fn time_gets(client: &reqwest::Client, url: &str, n: usize) -> (Vec<f64>, String) {
+    let mut took = Vec::with_capacity(n);
+    let mut body = String::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        body = client
+            .get(url)
+            .send()
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("body");
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    (took, body)
+}
+
+/// p50, p99 and max of request times (ms), as a [`Load`] of that many requests.
+fn latencies(mut took: Vec<f64>) -> Load {
+    took.sort_by(f64::total_cmp);
+    Load {
+        accepted: took.len() as u64,
+        p50_ms: took[took.len() / 2],
+        p99_ms: took[took.len() * 99 / 100],
+        max_ms: took[took.len() - 1],
+        ..Load::default()
     }
 }
 

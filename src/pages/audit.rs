@@ -28,11 +28,10 @@ pub fn AuditPage() -> impl IntoView {
     let before =
         Memo::new(move |_| query.with(|q| q.get("before").and_then(|b| b.parse::<i64>().ok())));
     let entries = Resource::new(move || before.get(), get_audit);
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
     view! {
         <Nav role=role current="audit" />
-        <main class="audit" data-hydrated=move || hydrated.get().to_string()>
+        <main class="audit" data-hydrated=hydrated>
             <h1>"Audit trail"</h1>
             <p class="lead">"Sign-ins, replays and discards, newest first. Times in UTC."</p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>

@@ -78,7 +78,7 @@ pub async fn list_dead_letters(
 #[server(endpoint = "dead-letters/act", input = server_fn::codec::Json)]
 pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, ServerFnError> {
     use crate::server::{
-        access::{client_ip, require_admin},
+        access::{actor, require_admin},
         admin::{self, AdminAccess},
         store::{work::Selection, Db},
     };
@@ -95,12 +95,7 @@ pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, 
             Selection::Filter(filter)
         }
     };
-    let actor = format!(
-        "admin session from {}",
-        client_ip()
-            .await
-            .map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string())
-    );
+    let actor = actor("admin session").await;
     let db = expect_context::<Db>();
     let count = match act {
         Act::Replay => {
@@ -275,8 +270,7 @@ pub fn ConsolePage() -> impl IntoView {
     );
     let selected = RwSignal::new(BTreeSet::<String>::new());
     let pending = RwSignal::new(None::<Pending>);
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
     // Selections do not outlive the filter they were made under.
     Effect::new(move |_| {
         filter.track();
@@ -291,7 +285,7 @@ pub fn ConsolePage() -> impl IntoView {
 
     view! {
         <Nav role=role current="dead-letters" />
-        <main class="console" data-hydrated=move || hydrated.get().to_string()>
+        <main class="console" data-hydrated=hydrated>
             <h1>"Dead letters"</h1>
             <FilterForm filter=filter />
             <p class="result" role="status" data-testid="console-result">

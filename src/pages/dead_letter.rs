@@ -66,11 +66,10 @@ pub fn DeadLetterPage() -> impl IntoView {
     );
     let pending = RwSignal::new(None::<Pending>);
     let outcome = move || act.value().get().map(|result| outcome_text(&result));
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
     view! {
         <Nav role=role current="dead-letters" />
-        <main class="letter-detail" data-hydrated=move || hydrated.get().to_string()>
+        <main class="letter-detail" data-hydrated=hydrated>
             <p>
                 <a href="/admin/dead-letters">"← All dead letters"</a>
             </p>

@@ -22,10 +22,7 @@ pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
     let admin = expect_context::<AdminAccess>();
     let db = expect_context::<Db>();
     let client = access::client_ip().await;
-    let actor = format!(
-        "sign-in from {}",
-        client.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string())
-    );
+    let actor = access::actor("sign-in").await;
     let session = leptos_axum::extract::<tower_sessions::Session>()
         .await
         .map_err(|_| ServerFnError::new("sessions are unavailable; try again"))?;
@@ -80,11 +77,7 @@ pub async fn logout() -> Result<(), ServerFnError> {
     .await
     {
         if signed.role == crate::model::Role::Admin {
-            let client = access::client_ip().await;
-            let actor = format!(
-                "admin session from {}",
-                client.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string())
-            );
+            let actor = access::actor("admin session").await;
             access::audit(
                 &expect_context::<crate::server::store::Db>(),
                 &actor,
@@ -114,10 +107,9 @@ pub fn LoginPage() -> impl IntoView {
             Ok(()) => None,
         })
     };
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
     view! {
-        <main class="narrow login" data-hydrated=move || hydrated.get().to_string()>
+        <main class="narrow login" data-hydrated=hydrated>
             <h1>"Admin sign-in"</h1>
             <p class="lead">
                 "Sign in with the admin secret (" <code>"GC_STATUS_ADMIN_TOKEN"</code>

@@ -13,12 +13,11 @@ use crate::model::{breaches, QueueStatus, Role, StatusSnapshot, Thresholds};
 pub fn WallboardPage() -> impl IntoView {
     let live = Live::start();
     let role = Resource::new(|| (), |_| get_role());
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
 
     view! {
         <Nav role=role current="wallboard" />
-        <main class="wallboard" data-hydrated=move || hydrated.get().to_string()>
+        <main class="wallboard" data-hydrated=hydrated>
             <h1 class="visually-hidden">"Queue wallboard"</h1>
             <Suspense fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {

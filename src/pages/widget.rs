@@ -17,8 +17,7 @@ pub fn WidgetPage() -> impl IntoView {
     let params = use_params_map();
     let only = Memo::new(move |_| params.with(|p| p.get("queue")));
     let live = Live::start();
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    let hydrated = super::use_hydrated();
     view! {
         <Suspense fallback=|| ()>
             {move || {
@@ -40,7 +39,7 @@ pub fn WidgetPage() -> impl IntoView {
                                     class="widget"
                                     id="gc-widget"
                                     data-parent-origins=origins
-                                    data-hydrated=move || hydrated.get().to_string()
+                                    data-hydrated=hydrated
                                 >
                                     <header class="widget-head">
                                         <ConnectionBadge live=live />

@@ -57,8 +57,8 @@ pub struct Portal {
     public_origin: Option<String>,
     /// Cookies are `Secure` and `__Host-` prefixed (the portal is served over https).
     pub secure_cookies: bool,
-    /// Origins allowed to frame the widget.
-    pub frame_ancestors: Vec<String>,
+    /// `frame-ancestors` of the widget: itself and the origins allowed to frame it.
+    widget_csp: HeaderValue,
     pub board: BoardSettings,
 }
 
@@ -101,7 +101,11 @@ impl Portal {
             session_max: Duration::from_secs(config.session_max_hours.max(1) * 3600),
             public_origin,
             secure_cookies,
-            frame_ancestors: frame_ancestors.clone(),
+            widget_csp: {
+                let mut sources = vec!["'self'".to_owned()];
+                sources.extend(frame_ancestors.iter().cloned());
+                HeaderValue::from_str(&format!("frame-ancestors {}", sources.join(" ")))?
+            },
             board: BoardSettings {
                 thresholds: Thresholds {
                     waiting: config.alert_waiting,
@@ -263,11 +267,15 @@ pub async fn refuse_cross_site(
     let verdict = same_site(request.headers(), state.portal.public_origin.as_deref());
     let allowed = match verdict {
         Some(same) => same,
-        // Neither header: not a current browser. Accept only the session's CSRF token.
-        None => match request.extensions().get::<Session>() {
-            Some(session) => csrf_matches(session, request.headers()).await,
-            None => csrf_cookie_free(request.headers()),
-        },
+        // Neither header: not a current browser. Without a cookie there is no session to
+        // ride on; with one, only the session's CSRF token will do.
+        None => {
+            csrf_cookie_free(request.headers())
+                || match request.extensions().get::<Session>() {
+                    Some(session) => csrf_matches(session, request.headers()).await,
+                    None => false,
+                }
+        }
     };
     if allowed {
         next.run(request).await
@@ -310,7 +318,7 @@ fn same_site(headers: &HeaderMap, public_origin: Option<&str>) -> Option<bool> {
 
 async fn csrf_matches(session: &Session, headers: &HeaderMap) -> bool {
     let Some(presented) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
-        return csrf_cookie_free(headers);
+        return false;
     };
     match session.get::<SignedIn>(SESSION_KEY).await.ok().flatten() {
         Some(signed) => bool::from(signed.csrf.as_bytes().ct_eq(presented.as_bytes())),
@@ -418,16 +426,17 @@ pub async fn frame_policy(State(state): State<AppState>, request: Request, next:
     let widget = request.uri().path() == "/widget" || request.uri().path().starts_with("/widget/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    let ancestors = if widget {
-        let mut list = vec!["'self'".to_owned()];
-        list.extend(state.portal.frame_ancestors.iter().cloned());
-        list.join(" ")
+    if widget {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            state.portal.widget_csp.clone(),
+        );
     } else {
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        "'none'".to_owned()
-    };
-    if let Ok(csp) = HeaderValue::from_str(&format!("frame-ancestors {ancestors}")) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
     }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -537,6 +546,15 @@ pub async fn client_ip() -> Option<std::net::IpAddr> {
         .await
         .ok()
         .map(|axum::extract::ConnectInfo(addr)| addr.ip())
+}
+
+/// Who the audit trail names for the current server-function request: `what` and the
+/// client's address, e.g. "admin session from 10.0.0.7".
+pub async fn actor(what: &str) -> String {
+    match client_ip().await {
+        Some(ip) => format!("{what} from {ip}"),
+        None => format!("{what} from an unknown address"),
+    }
 }
 
 #[cfg(test)]
