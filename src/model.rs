@@ -30,6 +30,33 @@ pub struct PipelineStatus {
     pub out_per_second: f64,
     /// Receive time of the newest stored event (RFC 3339), if any.
     pub last_event_at: Option<String>,
+    /// Forwarding to the sink, when one is configured.
+    #[serde(default)]
+    pub forwarding: Option<ForwardingStatus>,
+}
+
+/// Deliveries to the downstream sink.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForwardingStatus {
+    /// Delivered per second, averaged over the last minute.
+    pub delivered_per_second: f64,
+    /// Events still to deliver (first tries, retries and deliveries in flight).
+    pub waiting: i64,
+    /// Of `waiting`, those that failed at least once.
+    pub retrying: i64,
+    /// Set while forwarding is paused because the sink keeps failing.
+    pub paused: Option<ForwardPause>,
+}
+
+/// Why forwarding is paused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardPause {
+    /// Epoch ms: when the pause began (kept across failed probes).
+    pub since_ms: i64,
+    /// Epoch ms: when one event is tried again.
+    pub until_ms: i64,
+    /// The last failure.
+    pub reason: String,
 }
 
 /// Live statistics of one queue.
@@ -181,6 +208,9 @@ pub struct DeadLetterRow {
     pub received_at: i64,
     /// Epoch ms.
     pub dead_at: i64,
+    /// Which step failed: `payload` (processing it) or `sink` (forwarding it).
+    #[serde(default)]
+    pub stage: String,
 }
 
 /// One failed attempt of a dead letter.
@@ -209,6 +239,9 @@ pub struct ConsoleFilter {
     /// RFC 3339 or `YYYY-MM-DDTHH:MM` (a `datetime-local` input, read as UTC).
     pub since: String,
     pub until: String,
+    /// `payload`, `sink`, or empty for both.
+    #[serde(default)]
+    pub stage: String,
 }
 
 /// A page of the console: rows newest first, the total matching and the next page's cursor.

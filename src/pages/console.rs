@@ -114,7 +114,7 @@ pub(crate) mod server {
     use crate::{
         model::{ConsoleFilter, DeadLetterRow},
         server::{
-            admin::parse_time,
+            admin::{parse_stage, parse_time},
             store::work::{DeadLetter, DeadLetterFilter},
         },
     };
@@ -142,6 +142,10 @@ pub(crate) mod server {
             error: text(&filter.error),
             since: time("since", &filter.since)?,
             until: time("until", &filter.until)?,
+            stage: text(&filter.stage)
+                .map(parse_stage)
+                .transpose()
+                .map_err(|err| ServerFnError::new(err.to_string()))?,
         })
     }
 
@@ -154,6 +158,7 @@ pub(crate) mod server {
             last_error: d.last_error,
             received_at: d.received_at,
             dead_at: d.dead_at,
+            stage: d.stage,
         }
     }
 
@@ -173,6 +178,7 @@ fn filter_from_query(q: &leptos_router::params::ParamsMap) -> ConsoleFilter {
         error: get("error"),
         since: get("since"),
         until: get("until"),
+        stage: get("stage"),
     }
 }
 
@@ -184,6 +190,7 @@ pub fn query_of(filter: &ConsoleFilter, before: Option<&str>) -> String {
         ("error", filter.error.as_str()),
         ("since", filter.since.as_str()),
         ("until", filter.until.as_str()),
+        ("stage", filter.stage.as_str()),
         ("before", before.unwrap_or_default()),
     ];
     let query: Vec<String> = pairs
@@ -358,6 +365,14 @@ fn FilterForm(filter: Memo<ConsoleFilter>) -> impl IntoView {
                     prop:value=field(|f| f.until.clone())
                 />
             </label>
+            <label>
+                "Failed at"
+                <select name="stage" data-testid="filter-stage" prop:value=field(|f| f.stage.clone())>
+                    <option value="">"Any step"</option>
+                    <option value="payload">"Processing (payload)"</option>
+                    <option value="sink">"Forwarding (sink)"</option>
+                </select>
+            </label>
             <div class="filter-actions">
                 <button type="submit" data-testid="apply-filter">
                     "Apply"
@@ -498,6 +513,7 @@ fn Letters(
                                 <th scope="col">"Type"</th>
                                 <th scope="col">"Queue"</th>
                                 <th scope="col" class="num">"Attempts"</th>
+                                <th scope="col">"Failed at"</th>
                                 <th scope="col">"Last error"</th>
                                 <th scope="col">"Received"</th>
                                 <th scope="col">"Dead since"</th>
@@ -579,6 +595,7 @@ fn Letter(
             <td class="type">{row.event_type.clone()}</td>
             <td>{row.queue_id.clone().unwrap_or_default()}</td>
             <td class="num">{row.attempts}</td>
+            <td data-testid="stage">{format::stage(&row.stage)}</td>
             <td>
                 <div class="error-text" title=row.last_error.clone()>{row.last_error.clone()}</div>
             </td>

@@ -126,6 +126,8 @@ fn Detail(
             <dd>{format::utc(row.received_at)}</dd>
             <dt>"Dead since"</dt>
             <dd>{format::utc(row.dead_at)}</dd>
+            <dt>"Failed at"</dt>
+            <dd data-testid="stage">{format::stage(&row.stage)}</dd>
             <dt>"Attempts since the last replay"</dt>
             <dd>{row.attempts}</dd>
         </dl>

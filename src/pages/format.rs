@@ -116,6 +116,14 @@ pub fn encode_component(text: &str) -> String {
     out
 }
 
+/// Which step of a dead letter failed, in words.
+pub fn stage(stage: &str) -> &'static str {
+    match stage {
+        "sink" => "Forwarding to the sink",
+        _ => "Processing the payload",
+    }
+}
+
 /// Event ids may be 64-character digests: the start is enough in a table (the whole id is
 /// in the tooltip and the detail).
 pub fn short_id(id: &str) -> String {

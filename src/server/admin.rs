@@ -238,6 +238,18 @@ pub struct FilterParams {
     pub error: Option<String>,
     pub since: Option<Value>,
     pub until: Option<Value>,
+    /// `payload` or `sink`.
+    pub stage: Option<String>,
+}
+
+/// Which step failed, as a filter: `payload` or `sink`.
+pub fn parse_stage(stage: String) -> Result<String, ApiError> {
+    match stage.trim() {
+        "payload" | "sink" => Ok(stage.trim().to_owned()),
+        _ => Err(ApiError::BadRequest(format!(
+            "`stage` must be `payload` (processing failed) or `sink` (forwarding failed), not `{stage}`"
+        ))),
+    }
 }
 
 /// An RFC 3339 time or epoch milliseconds.
@@ -275,6 +287,7 @@ impl FilterParams {
                 .as_ref()
                 .map(|v| parse_time("until", v))
                 .transpose()?,
+            stage: non_empty(self.stage).map(parse_stage).transpose()?,
         })
     }
 }
@@ -287,6 +300,7 @@ struct ListParams {
     error: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    stage: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -301,6 +315,7 @@ async fn list_dead_letters(
         error: params.error,
         since: params.since.map(Value::String),
         until: params.until.map(Value::String),
+        stage: params.stage,
     }
     .into_filter()?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);

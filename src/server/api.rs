@@ -111,9 +111,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.status.snapshot().await?.pipeline.counts;
+    let pipeline = state.status.snapshot().await?.pipeline;
+    let counts = pipeline.counts;
     metrics::gauge!("gc_status_events_pending").set((counts.pending + counts.retrying) as f64);
     metrics::gauge!("gc_status_events_dead").set(counts.dead as f64);
+    if let Some(forwarding) = &pipeline.forwarding {
+        metrics::gauge!("gc_status_forward_waiting").set(forwarding.waiting as f64);
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -42,6 +42,7 @@ fn filter(args: &DlqFilterArgs) -> anyhow::Result<DeadLetterFilter> {
         error: args.error.clone(),
         since: args.since.clone().map(serde_json::Value::String),
         until: args.until.clone().map(serde_json::Value::String),
+        stage: args.stage.clone(),
     }
     .into_filter()
     .map_err(|e| anyhow::anyhow!("{e}"))

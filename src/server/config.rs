@@ -180,6 +180,9 @@ pub struct Config {
     #[command(flatten)]
     pub worker: WorkerConfig,
 
+    #[command(flatten)]
+    pub forward: ForwardConfig,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -265,6 +268,71 @@ impl WorkerConfig {
     }
 }
 
+/// How gc-status authenticates to the OAuth2 token endpoint with its client id and secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OAuthClientAuth {
+    /// HTTP Basic (`client_secret_basic`, the OAuth2 default).
+    #[default]
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Body,
+}
+
+/// Forwarding every processed event to a downstream sink (optional).
+#[derive(Debug, Clone, Args)]
+pub struct ForwardConfig {
+    /// Where processed events are POSTed as JSON records. Unset: nothing is forwarded.
+    #[arg(long, env = "GC_STATUS_SINK_URL")]
+    pub sink_url: Option<String>,
+
+    /// Longest one delivery to the sink may take (milliseconds); longer is a transient failure.
+    #[arg(long, env = "GC_STATUS_SINK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub sink_timeout_ms: u64,
+
+    /// Deliveries sent to the sink at once.
+    #[arg(long, env = "GC_STATUS_SINK_CONCURRENCY", default_value_t = 16)]
+    pub sink_concurrency: usize,
+
+    /// Consecutive transient failures after which forwarding pauses (the sink is down).
+    #[arg(long, env = "GC_STATUS_SINK_PAUSE_AFTER", default_value_t = 10)]
+    pub sink_pause_after: u32,
+
+    /// How long forwarding pauses before it tries one event again (seconds).
+    #[arg(long, env = "GC_STATUS_SINK_COOLDOWN_SECS", default_value_t = 30)]
+    pub sink_cooldown_secs: u64,
+
+    /// OAuth2 token endpoint (client-credentials grant). Unset: the sink is called without a
+    /// token.
+    #[arg(long, env = "GC_STATUS_OAUTH_TOKEN_URL")]
+    pub oauth_token_url: Option<String>,
+
+    #[arg(long, env = "GC_STATUS_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+
+    #[arg(long, env = "GC_STATUS_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub oauth_client_secret: Option<SecretString>,
+
+    /// Scopes to ask for, separated by spaces or commas.
+    #[arg(long, env = "GC_STATUS_OAUTH_SCOPE")]
+    pub oauth_scope: Option<String>,
+
+    /// The `audience` parameter some providers require (Auth0, Okta custom servers).
+    #[arg(long, env = "GC_STATUS_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+
+    /// How the client id and secret are sent to the token endpoint.
+    #[arg(long, env = "GC_STATUS_OAUTH_CLIENT_AUTH", value_enum, default_value_t)]
+    pub oauth_client_auth: OAuthClientAuth,
+
+    /// A token is renewed this long before it expires (seconds).
+    #[arg(
+        long,
+        env = "GC_STATUS_OAUTH_REFRESH_MARGIN_SECS",
+        default_value_t = 60
+    )]
+    pub oauth_refresh_margin_secs: u64,
+}
+
 /// Operator commands; without one, gc-status serves.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -295,6 +363,9 @@ pub struct DlqFilterArgs {
     /// Dead-lettered before (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
+    /// Only letters of this step: `payload` (processing failed) or `sink` (forwarding failed).
+    #[arg(long)]
+    pub stage: Option<String>,
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod http;
 pub mod ingest;

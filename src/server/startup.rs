@@ -19,6 +19,7 @@ use super::{
     access::{self, Portal},
     admin, api,
     config::Config,
+    forward::{self, Forwarder},
     health::Health,
     http, ingest,
     ingest::auth::SenderAuth,
@@ -56,6 +57,7 @@ pub struct Application {
     health: Health,
     extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)>,
     read_timeout: Duration,
+    forwarder: Option<Forwarder>,
 }
 
 impl Application {
@@ -85,6 +87,15 @@ impl Application {
                 .map(|mb| mb.saturating_mul(1024 * 1024)),
         )
         .await?;
+        // Events are queued for the sink in the transaction that marks them done.
+        let db = db.with_forwarding(
+            config
+                .forward
+                .sink_url
+                .as_deref()
+                .is_some_and(|u| !u.is_empty()),
+        );
+        let forwarder = forward::from_config(&db, &config, Default::default())?;
         let wake_workers = Arc::new(Notify::new());
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
@@ -132,6 +143,7 @@ impl Application {
             cache_for: Duration::from_millis(config.status_cache_ms),
             cache: Default::default(),
             board: portal.board.clone(),
+            forwarding: forwarder.as_ref().map(Forwarder::monitor),
         });
         let admin = admin::AdminAccess::new(
             config
@@ -199,6 +211,7 @@ impl Application {
             health,
             extra_tasks,
             read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
+            forwarder,
         })
     }
 
@@ -210,6 +223,11 @@ impl Application {
 
     pub fn db(&self) -> Db {
         self.db.clone()
+    }
+
+    /// The forwarder, when a sink is configured (tests, tools).
+    pub fn forwarder(&self) -> Option<Forwarder> {
+        self.forwarder.clone()
     }
 
     /// The worker, to drive processing by hand (tests, tools).
@@ -257,6 +275,7 @@ impl Application {
             health,
             extra_tasks,
             read_timeout,
+            forwarder,
         } = self;
         let mut tasks = Supervised::default();
         let workers = worker.spawn(wake_workers, stop.clone());
@@ -273,6 +292,9 @@ impl Application {
             "session pruning",
             sessions::prune_periodically(db.clone(), stop.clone()),
         );
+        if let Some(forwarder) = forwarder {
+            tasks.spawn("forwarder", forwarder.run(stop.clone()));
+        }
         for (name, task) in extra_tasks {
             tasks.spawn(name, task);
         }

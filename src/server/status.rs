@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    forward::ForwardMonitor,
     rates::RateMeter,
     store::{stats::StatsWindow, Db},
 };
@@ -29,6 +30,8 @@ pub struct StatusSource {
     pub cache: tokio::sync::Mutex<Option<(std::time::Instant, StatusSnapshot)>>,
     /// Thresholds and staleness, sent along for the pages.
     pub board: BoardSettings,
+    /// Forwarding's pause state and delivery rate, when a sink is configured.
+    pub forwarding: Option<Arc<ForwardMonitor>>,
 }
 
 impl StatusSource {
@@ -93,6 +96,10 @@ impl StatusSource {
             names: &self.names,
         };
         let counts = self.db.event_counts().await?;
+        let forwarding = match &self.forwarding {
+            Some(monitor) => Some(monitor.status(&self.db).await?),
+            None => None,
+        };
         let last = self.db.last_received_at().await?;
         let mut queues = self.db.queue_statuses(&window).await?;
         let mut history = self.db.samples(now.as_millisecond() / 60_000).await?;
@@ -107,6 +114,7 @@ impl StatusSource {
                 last_event_at: last
                     .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                     .map(|t| t.to_string()),
+                forwarding,
             },
             queues,
             as_of: now.to_string(),

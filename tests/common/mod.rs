@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -159,6 +159,7 @@ pub fn simple_event(id: &str) -> String {
 pub struct RunningBinary {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its stdout and stderr.
     pub log: PathBuf,
 }
 
@@ -174,7 +175,7 @@ pub async fn start_binary(dir: &Path, env: &[(&str, &str)]) -> RunningBinary {
         .env("GC_STATUS_DATABASE_URL", database_url(dir))
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(out.try_clone().expect("share the log file"))
         .stderr(out)
         .spawn()
         .expect("start the gc-status binary");

@@ -3,6 +3,7 @@
 //! Handlers talk to [`Db`] and [`writer::IngestWriter`] only, so another backend (PostgreSQL
 //! for several instances sharing one queue) can be added without touching them.
 
+pub mod deliveries;
 pub mod events;
 pub mod portal;
 pub mod stats;
@@ -27,6 +28,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 pub struct Db {
     pool: SqlitePool,
     write_gate: WriteGate,
+    /// Whether events marked done are also queued for the sink (see `deliveries`).
+    forwarding: bool,
 }
 
 /// Serialises this process's write transactions before they reach SQLite.
@@ -228,11 +231,18 @@ pub async fn open_with(
     let db = Db {
         pool,
         write_gate: WriteGate::default(),
+        forwarding: false,
     };
     Ok((db, writer))
 }
 
 impl Db {
+    /// This handle, queueing every event it marks done for the sink from now on (or not).
+    pub fn with_forwarding(mut self, forwarding: bool) -> Self {
+        self.forwarding = forwarding;
+        self
+    }
+
     pub fn write_gate(&self) -> WriteGate {
         self.write_gate.clone()
     }

@@ -21,7 +21,7 @@ pub struct ClaimedEvent {
 }
 
 impl ClaimedEvent {
-    fn from_row(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+    pub(super) fn from_row(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
         Ok(ClaimedEvent {
             seq: row.try_get("seq")?,
             id: row.try_get("id")?,
@@ -172,7 +172,9 @@ impl Db {
             let owned: Vec<i64> = sqlx::query_scalar(
                 "UPDATE events
                     SET status = 'done', processed_at = ?1, next_attempt_at = ?1,
-                        locked_until = NULL, claim_token = NULL
+                        locked_until = NULL, claim_token = NULL,
+                        forward_state = CASE WHEN ?4 THEN 'pending' END,
+                        forward_due_at = CASE WHEN ?4 THEN ?1 END
                   WHERE seq IN (SELECT value FROM json_each(?2))
                     AND +status = 'processing' AND claim_token = ?3
               RETURNING seq",
@@ -180,6 +182,7 @@ impl Db {
             .bind(now)
             .bind(json!(done_seqs).to_string())
             .bind(token)
+            .bind(self.forwarding)
             .fetch_all(&mut *tx)
             .await?;
             let owned: std::collections::HashSet<i64> = owned.into_iter().collect();
@@ -254,7 +257,7 @@ impl Db {
     ) -> sqlx::Result<InlineApplied> {
         let mut w = self.writing().await?;
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-        let applied = apply_verdicts(&mut tx, verdicts, now, retry_at).await?;
+        let applied = apply_verdicts(&mut tx, verdicts, now, retry_at, self.forwarding).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -310,7 +313,11 @@ impl Db {
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (
-                 SELECT seq FROM events WHERE status = 'done' AND next_attempt_at < ?1 LIMIT ?2)",
+                 SELECT seq FROM events e WHERE status = 'done' AND next_attempt_at < ?1
+                    AND (forward_state IS NULL OR forward_state = 'done'
+                         OR (forward_state = 'dead'
+                             AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.id = e.id)))
+                  LIMIT ?2)",
         )
         .bind(cutoff)
         .bind(limit)
@@ -381,6 +388,7 @@ pub(crate) async fn apply_verdicts(
     verdicts: &[(String, Result<Effect, ProcessError>)],
     now: i64,
     retry_at: i64,
+    forwarding: bool,
 ) -> sqlx::Result<InlineApplied> {
     let routes = stats::routes(
         &mut *tx,
@@ -405,13 +413,16 @@ pub(crate) async fn apply_verdicts(
     if !done.is_empty() {
         let flipped: std::collections::HashSet<String> = sqlx::query_scalar(
             "UPDATE events
-                SET status = 'done', attempts = 1, processed_at = ?1, next_attempt_at = ?1
+                SET status = 'done', attempts = 1, processed_at = ?1, next_attempt_at = ?1,
+                    forward_state = CASE WHEN ?3 THEN 'pending' END,
+                    forward_due_at = CASE WHEN ?3 THEN ?1 END
               WHERE id IN (SELECT value FROM json_each(?2))
                 AND +status = 'pending' AND attempts = 0
           RETURNING id",
         )
         .bind(now)
         .bind(json!(done).to_string())
+        .bind(forwarding)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -504,20 +515,18 @@ async fn claim(
 
 /// Files the (already dead) event `seq` as a dead letter with its errors so far.
 async fn copy_to_dead_letters(tx: &mut SqliteConnection, seq: i64, now: i64) -> sqlx::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{FILE_DEAD_LETTERS} WHERE seq = ?2 {ON_REFILE}"
-    )))
-    .bind(now)
-    .bind(seq)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(file_dead_letters_sql("WHERE seq = ?2")))
+        .bind(now)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
 /// Files the (already dead) events `seqs` as dead letters, in one statement.
 async fn file_dead_letters(tx: &mut SqliteConnection, seqs: &[i64], now: i64) -> sqlx::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{FILE_DEAD_LETTERS} WHERE seq IN (SELECT value FROM json_each(?2)) {ON_REFILE}"
+    sqlx::query(sqlx::AssertSqlSafe(file_dead_letters_sql(
+        "WHERE seq IN (SELECT value FROM json_each(?2))",
     )))
     .bind(now)
     .bind(json!(seqs).to_string())
@@ -530,18 +539,31 @@ async fn file_dead_letters(tx: &mut SqliteConnection, seqs: &[i64], now: i64) ->
 /// the events row keeps it byte for byte for as long as the letter exists.
 const FILE_DEAD_LETTERS: &str =
     "INSERT INTO dead_letters (id, event_type, queue_id, payload, attempts, errors,
-                                   last_error, received_at, dead_at)
-         SELECT id, event_type,
-                coalesce(json_extract(payload, '$.data.queueId'),
+                                   last_error, received_at, dead_at, stage)
+         SELECT id, event_type, QUEUE_OF_PAYLOAD,
+                x'', attempts, errors, coalesce(last_error, ''), received_at, ?1, 'payload'
+           FROM events";
+
+/// The queue an event's payload names, in SQL over the events row (for filtering letters).
+pub(super) const QUEUE_OF_PAYLOAD: &str = "coalesce(json_extract(payload, '$.data.queueId'),
                          json_extract(payload, '$.eventBody.queueId'),
                          json_extract(payload, '$.eventBody.group.queueId'),
                          json_extract(payload, '$.detail.eventBody.queueId'),
-                         json_extract(payload, '$.detail.eventBody.group.queueId')),
-                x'', attempts, errors, coalesce(last_error, ''), received_at, ?1
-           FROM events";
-const ON_REFILE: &str = "ON CONFLICT (id) DO UPDATE SET
+                         json_extract(payload, '$.detail.eventBody.group.queueId'))";
+
+/// A letter filed again (a replayed event that failed again) takes the new attempts.
+pub(super) const ON_REFILE: &str = "ON CONFLICT (id) DO UPDATE SET
                 attempts = excluded.attempts, errors = excluded.errors,
-                last_error = excluded.last_error, dead_at = excluded.dead_at";
+                last_error = excluded.last_error, dead_at = excluded.dead_at,
+                stage = excluded.stage";
+
+/// [`FILE_DEAD_LETTERS`] as SQL, with the payload's queue expression in place.
+fn file_dead_letters_sql(rest: &str) -> String {
+    format!(
+        "{} {rest} {ON_REFILE}",
+        FILE_DEAD_LETTERS.replace("QUEUE_OF_PAYLOAD", QUEUE_OF_PAYLOAD)
+    )
+}
 
 /// Which dead letters an admin operation applies to. Empty means all.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -557,6 +579,8 @@ pub struct DeadLetterFilter {
     pub since: Option<i64>,
     /// Dead-lettered before (epoch ms).
     pub until: Option<i64>,
+    /// Which step failed: `payload` (processing) or `sink` (forwarding).
+    pub stage: Option<String>,
 }
 
 impl DeadLetterFilter {
@@ -583,6 +607,9 @@ impl DeadLetterFilter {
         if let Some(until) = self.until {
             q.push(" AND dead_at < ").push_bind(until);
         }
+        if let Some(stage) = &self.stage {
+            q.push(" AND stage = ").push_bind(stage.clone());
+        }
     }
 }
 
@@ -599,6 +626,8 @@ pub struct DeadLetter {
     pub errors: serde_json::Value,
     pub received_at: i64,
     pub dead_at: i64,
+    /// Which step failed: `payload` (processing it) or `sink` (forwarding it).
+    pub stage: String,
     /// The original body (only in single-letter reads), as text when it is UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -623,6 +652,7 @@ fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Resul
             .unwrap_or(serde_json::Value::Null),
         received_at: row.try_get("received_at")?,
         dead_at: row.try_get("dead_at")?,
+        stage: row.try_get("stage")?,
         payload,
     })
 }
@@ -689,7 +719,8 @@ impl Db {
         filter.push_where(&mut count);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         let mut list = QueryBuilder::new(
-            "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at
+            "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at,
+                    stage
                FROM dead_letters",
         );
         filter.push_where(&mut list);
@@ -724,7 +755,7 @@ impl Db {
         // Letters filed before payloads stopped being copied still carry their own.
         let row = sqlx::query(
             "SELECT d.id, d.event_type, d.queue_id, d.attempts, d.errors, d.last_error,
-                    d.received_at, d.dead_at,
+                    d.received_at, d.dead_at, d.stage,
                     CASE WHEN length(d.payload) > 0 THEN d.payload ELSE e.payload END AS payload
                FROM dead_letters d LEFT JOIN events e ON e.id = d.id
               WHERE d.id = ?",
@@ -766,6 +797,17 @@ impl Db {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // A letter of the sink stage: the event stays done, its delivery starts over.
+            sqlx::query(
+                "UPDATE events
+                    SET forward_state = 'pending', forward_attempts = 0, forward_due_at = ?1,
+                        forward_token = NULL
+                  WHERE id IN (SELECT value FROM json_each(?2)) AND forward_state = 'dead'",
+            )
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?;
             add_totals(&mut tx, 0, -(revived as i64), -(removed as i64)).await?;
             tx.commit().await?;
             replayed += removed;

@@ -428,13 +428,13 @@ impl Worker {
 }
 
 /// Resolves `grace` after `shutdown` is cancelled.
-async fn grace_after(shutdown: &CancellationToken, grace: Duration) {
+pub(crate) async fn grace_after(shutdown: &CancellationToken, grace: Duration) {
     shutdown.cancelled().await;
     tokio::time::sleep(grace).await;
 }
 
 /// A claim token: identifies the leases of one worker task.
-fn new_token() -> i64 {
+pub(crate) fn new_token() -> i64 {
     rand::random::<i64>() & i64::MAX
 }
 
