@@ -544,6 +544,18 @@ async fn a_sink_outage_pauses_forwarding_and_loses_nothing() {
     })
     .await;
     assert!(metrics(&app).await.contains("gc_status_forward_paused 1"));
+    // The wallboard says so, with the reason.
+    let page = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Forwarding paused"), "{page}");
+    assert!(page.contains("503 Service Unavailable"));
     // Down for a while longer: several cool-downs, each probing one event.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let failed_while_down = down.count_status(503);

@@ -7,7 +7,7 @@ use super::{
     live::{get_role, ConnectionBadge, Live, StaleBadge},
     nav::Nav,
 };
-use crate::model::{breaches, QueueStatus, Role, StatusSnapshot, Thresholds};
+use crate::model::{breaches, ForwardingStatus, QueueStatus, Role, StatusSnapshot, Thresholds};
 
 #[component]
 pub fn WallboardPage() -> impl IntoView {
@@ -93,6 +93,7 @@ fn Strip(live: Live, snapshot: StatusSnapshot, is_admin: bool) -> impl IntoView 
                     <dd data-testid="count-total">{p.counts.total}</dd>
                 </div>
             </dl>
+            {p.forwarding.clone().map(|forwarding| view! { <Forwarding forwarding=forwarding /> })}
             <p class="freshness">
                 <span class="as-of">
                     "As of " <time data-testid="as-of">{as_of}</time> " UTC"
@@ -101,6 +102,45 @@ fn Strip(live: Live, snapshot: StatusSnapshot, is_admin: bool) -> impl IntoView 
                 <StaleBadge live=live snapshot=snapshot.clone() />
             </p>
         </div>
+    }
+}
+
+/// Forwarding to the sink: delivered per minute, waiting, and a pause with its reason.
+#[component]
+fn Forwarding(forwarding: ForwardingStatus) -> impl IntoView {
+    let paused = forwarding.paused.is_some();
+    view! {
+        <dl class="counts forwarding" aria-label="Forwarding to the sink" data-testid="forwarding">
+            <div class="tile">
+                <dt>"Forwarded / min"</dt>
+                <dd data-testid="rate-forwarded">
+                    {format::per_minute(forwarding.delivered_per_second)}
+                </dd>
+            </div>
+            <div class="tile" data-alert=paused.to_string()>
+                <dt>"Waiting to forward"</dt>
+                <dd data-testid="count-forward-waiting">{forwarding.waiting}</dd>
+            </div>
+            <div class="tile">
+                <dt>"Forward retrying"</dt>
+                <dd data-testid="count-forward-retrying">{forwarding.retrying}</dd>
+            </div>
+        </dl>
+        {forwarding
+            .paused
+            .map(|pause| {
+                view! {
+                    <p class="forward-paused" role="status" data-testid="forward-paused">
+                        <strong>"⚠ Forwarding paused"</strong>
+                        {format!(
+                            " since {} UTC: the sink keeps failing ({}). Events wait; one is tried again at {} UTC.",
+                            format::utc_time(pause.since_ms),
+                            pause.reason,
+                            format::utc_time(pause.until_ms),
+                        )}
+                    </p>
+                }
+            })}
     }
 }
 
