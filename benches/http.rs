@@ -14,6 +14,9 @@
 //! - `stored-1m-readers`: the same while 200 clients poll `GET /api/v2/queues` every 100 ms and
 //!   200 status streams stay open (readers must not slow ingestion);
 //! - `slow-clients`: as shipped while 1,000 connections open and then trickle or idle;
+//! - `shipped-forwarding` (not in the default set): `shipped-mixed` with every processed
+//!   event forwarded to a local sink that answers 202, with an OAuth2 token; reports the
+//!   deliveries, how long forwarding takes to catch up, and checks each was delivered once;
 //! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on;
 //! - `snapshot-5m` (not in the default set): the latency of one uncached status snapshot
 //!   with 5,000,000 events stored;
@@ -394,6 +397,56 @@ struct Outcome {
     note: String,
 }
 
+/// A downstream for the forwarding scenario: `/token` issues hour-long tokens, `/sink`
+/// answers 202 and counts.
+struct Sink {
+    addr: std::net::SocketAddr,
+    delivered: Arc<AtomicU64>,
+    token_requests: Arc<AtomicU64>,
+}
+
+fn start_sink() -> Sink {
+    use axum::{routing::post, Router};
+    let delivered = Arc::new(AtomicU64::new(0));
+    let token_requests = Arc::new(AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("address");
+    let (d, t) = (delivered.clone(), token_requests.clone());
+    let app = Router::new()
+        .route(
+            "/token",
+            post(move || async move {
+                t.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({
+                    "access_token": "bench-token", "token_type": "Bearer", "expires_in": 3600
+                }))
+            }),
+        )
+        .route(
+            "/sink",
+            post(move || async move {
+                d.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::ACCEPTED
+            }),
+        );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Sink {
+        addr,
+        delivered,
+        token_requests,
+    }
+}
+
 async fn scenario(name: &str, duration: Duration) -> Outcome {
     let dir = tempfile::Builder::new()
         .prefix("gc-status-bench-")
@@ -416,7 +469,7 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
             false,
             false,
         ),
-        "shipped-mixed" => (Workload::Mixed, vec![], 0, false, false),
+        "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, false),
         "stored-1m" => (
             Workload::Updates,
             vec![("GC_STATUS_WORKERS", "0")],
@@ -447,6 +500,22 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
         preload(dir.path(), preloaded, "done").await;
     }
     write_requests(&requests, needed, workload, "b");
+    // A local sink with a token endpoint, for the forwarding scenario.
+    let sink = (name == "shipped-forwarding").then(start_sink);
+    let sink_env: Vec<(&str, String)> = match &sink {
+        Some(sink) => vec![
+            ("GC_STATUS_SINK_URL", format!("http://{}/sink", sink.addr)),
+            (
+                "GC_STATUS_OAUTH_TOKEN_URL",
+                format!("http://{}/token", sink.addr),
+            ),
+            ("GC_STATUS_OAUTH_CLIENT_ID", "bench".to_owned()),
+            ("GC_STATUS_OAUTH_CLIENT_SECRET", "bench-secret".to_owned()),
+        ],
+        None => Vec::new(),
+    };
+    let mut env = env;
+    env.extend(sink_env.iter().map(|(k, v)| (*k, v.as_str())));
     let server = Server::start(dir.path(), &env);
     let stop = Arc::new(AtomicBool::new(false));
     let reader_thread = readers.then(|| start_readers(&server.addr, 200, 200, stop.clone()));
@@ -465,6 +534,36 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
         t.join().expect("slow clients");
     }
     let backlog = count(&server.db_url, OPEN_EVENTS).await;
+    if let Some(sink) = &sink {
+        // Every event the statistics accepted is delivered once; how long the rest takes.
+        let started = Instant::now();
+        let waiting = "SELECT COUNT(*) FROM events WHERE forward_state IN ('pending', 'sending')";
+        while count(&server.db_url, OPEN_EVENTS).await > 0
+            || count(&server.db_url, waiting).await > 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "forwarding does not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let forwarded = count(
+            &server.db_url,
+            "SELECT COUNT(*) FROM events WHERE forward_state = 'done'",
+        )
+        .await;
+        let delivered = sink.delivered.load(Ordering::Relaxed);
+        assert_eq!(
+            delivered as i64, forwarded,
+            "each forwarded event delivered once"
+        );
+        note += &format!(
+            "{delivered} delivered ({:.0}/s over the run and the {:.1} s to catch up), {} token requests; ",
+            delivered as f64 / (duration + started.elapsed()).as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            sink.token_requests.load(Ordering::Relaxed)
+        );
+    }
     if name == "shipped-mixed" {
         let started = Instant::now();
         while count(&server.db_url, OPEN_EVENTS).await > 0 {

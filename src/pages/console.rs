@@ -369,8 +369,12 @@ fn FilterForm(filter: Memo<ConsoleFilter>) -> impl IntoView {
                 "Failed at"
                 <select name="stage" data-testid="filter-stage" prop:value=field(|f| f.stage.clone())>
                     <option value="">"Any step"</option>
-                    <option value="payload">"Processing (payload)"</option>
-                    <option value="sink">"Forwarding (sink)"</option>
+                    <option value="payload" selected=move || filter.with(|f| f.stage == "payload")>
+                        "Processing (payload)"
+                    </option>
+                    <option value="sink" selected=move || filter.with(|f| f.stage == "sink")>
+                        "Forwarding (sink)"
+                    </option>
                 </select>
             </label>
             <div class="filter-actions">
