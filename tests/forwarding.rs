@@ -261,6 +261,18 @@ async fn wait_delivered(down: &Downstream, ids: &[String], timeout: Duration) {
     .await;
 }
 
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn metrics(app: &TestApp) -> String {
     app.client
         .get(app.url("/metrics"))
@@ -466,16 +478,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
     })
     .await;
     assert_eq!(down.received().len(), 1, "no retry of a permanent refusal");
-    let letter: Value = app
-        .client
-        .get(app.url("/api/v2/admin/dead-letters/bad-0"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let letter = admin_get(&app, "/api/v2/admin/dead-letters/bad-0").await;
     assert_eq!(letter["stage"], "sink");
     let error = letter["last_error"].as_str().unwrap();
     assert!(
@@ -488,16 +491,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
     );
     // The statistics took the event all the same.
     assert_eq!(app.queue("q-f").await["waiting"], 1);
-    let sink_only: Value = app
-        .client
-        .get(app.url("/api/v2/admin/dead-letters?stage=sink"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sink_only = admin_get(&app, "/api/v2/admin/dead-letters?stage=sink").await;
     assert_eq!(sink_only["total"], 1);
 
     // The sink is fixed; the letter is replayed and delivered once.

@@ -7,7 +7,7 @@ use sqlx::{Connection as _, SqliteConnection};
 
 use super::{
     add_totals,
-    work::{ClaimedEvent, ON_REFILE, QUEUE_OF_PAYLOAD},
+    work::{dead_among, ClaimedEvent, ON_REFILE, QUEUE_OF_PAYLOAD},
     Db,
 };
 
@@ -153,11 +153,7 @@ impl Db {
             .bind(token)
             .fetch_all(&mut *tx)
             .await?;
-            let dead: Vec<i64> = changed
-                .iter()
-                .filter(|(_, state)| state == "dead")
-                .map(|(seq, _)| *seq)
-                .collect();
+            let dead = dead_among(&changed);
             if !dead.is_empty() {
                 file_sink_letters(&mut tx, &dead, now).await?;
             }

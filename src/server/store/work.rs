@@ -225,11 +225,7 @@ impl Db {
             .bind(token)
             .fetch_all(&mut *tx)
             .await?;
-            let dead: Vec<i64> = changed
-                .iter()
-                .filter(|(_, status)| status == "dead")
-                .map(|(seq, _)| *seq)
-                .collect();
+            let dead = dead_among(&changed);
             file_dead_letters(&mut tx, &dead, now).await?;
             completed.dead = dead.len() as u64;
             completed.retried = (changed.len() - dead.len()) as u64;
@@ -472,6 +468,15 @@ pub(crate) async fn apply_verdicts(
     let dead = applied.dead as i64;
     add_totals(tx, applied.done as i64, dead, dead).await?;
     Ok(applied)
+}
+
+/// The events of `changed` (seq, new status) that went to the dead letters.
+pub(super) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
+    changed
+        .iter()
+        .filter(|(_, status)| status == "dead")
+        .map(|(seq, _)| *seq)
+        .collect()
 }
 
 /// Why an update without a queue could not be applied.
