@@ -19,6 +19,9 @@ export const E2E_PORTAL = `http://127.0.0.1:${port + 2}`;
 export const E2E_OTHER_SITE = `http://127.0.0.1:${port + 3}`;
 /** A second instance that requires the viewer token. */
 export const VIEWER_PORT = port + 1;
+/** A third instance that forwards to a sink the forwarding test serves itself. */
+export const FORWARDING_PORT = port + 5;
+export const E2E_SINK = `http://127.0.0.1:${port + 4}`;
 /** Thresholds and quiet time the tests trip. */
 export const E2E_ALERT_WAITING = 2;
 export const E2E_STALE_AFTER_SECS = 3;
@@ -77,6 +80,12 @@ export default defineConfig({
     }),
     server(VIEWER_PORT, database.replace(/\.db$/, "-viewer.db"), {
       GC_STATUS_VIEWER_TOKEN: E2E_VIEWER_TOKEN,
+    }),
+    server(FORWARDING_PORT, database.replace(/\.db$/, "-forwarding.db"), {
+      GC_STATUS_SINK_URL: `${E2E_SINK}/sink`,
+      GC_STATUS_SINK_PAUSE_AFTER: "1",
+      GC_STATUS_SINK_COOLDOWN_SECS: "1",
+      GC_STATUS_RETRY_BASE_MS: "100",
     }),
   ],
 });

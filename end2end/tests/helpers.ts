@@ -14,11 +14,12 @@ export function collectConsoleErrors(page: Page): string[] {
   return errors;
 }
 
-/** Posts a body signed as a real sender would; returns the JSON answer. */
-export async function postSigned(request: APIRequestContext, payload: unknown) {
+/** Posts a body signed as a real sender would (to `origin`, else the main instance);
+ * returns the JSON answer. */
+export async function postSigned(request: APIRequestContext, payload: unknown, origin = "") {
   const body = JSON.stringify(payload);
   const signature = createHmac("sha256", E2E_SECRET).update(body).digest("hex");
-  const response = await request.post("/api/v2/webhooks/gc-status", {
+  const response = await request.post(`${origin}/api/v2/webhooks/gc-status`, {
     headers: { "content-type": "application/json", "x-gc-signature": signature },
     data: body,
   });
