@@ -34,6 +34,8 @@ enum SinkMode {
     /// Answers with this status (and `Retry-After`, when given) and a body echoing the
     /// request's `Authorization` header, as a careless sink might.
     Fail(u16, Option<u64>),
+    /// Takes the request (and keeps it) but answers only after this many milliseconds.
+    Slow(u64),
 }
 
 /// One request the sink received.
@@ -180,6 +182,17 @@ async fn sink_endpoint(
     } else {
         match mode {
             SinkMode::Accept => (202, StatusCode::ACCEPTED.into_response()),
+            SinkMode::Slow(ms) => {
+                down.received.lock().unwrap().push(Received {
+                    key,
+                    token,
+                    at: Instant::now(),
+                    status: 202,
+                    body,
+                });
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                return StatusCode::ACCEPTED.into_response();
+            }
             SinkMode::Fail(code, retry_after) => {
                 let status = StatusCode::from_u16(code).unwrap();
                 let body = format!(
@@ -208,6 +221,11 @@ async fn sink_endpoint(
 
 /// Starts the token endpoint (`/token`) and the sink (`/sink`) on a random port.
 async fn downstream(token_lifetime_secs: u64) -> (Arc<Downstream>, SocketAddr) {
+    downstream_on("127.0.0.1:0", token_lifetime_secs).await
+}
+
+/// [`downstream`] on a given address.
+async fn downstream_on(addr: &str, token_lifetime_secs: u64) -> (Arc<Downstream>, SocketAddr) {
     let down = Arc::new(Downstream::default());
     down.token_lifetime
         .store(token_lifetime_secs, Ordering::SeqCst);
@@ -215,7 +233,7 @@ async fn downstream(token_lifetime_secs: u64) -> (Arc<Downstream>, SocketAddr) {
         .route("/token", post(token_endpoint))
         .route("/sink", post(sink_endpoint))
         .with_state(down.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .expect("bind the downstream");
     let addr = listener.local_addr().expect("address");
@@ -568,6 +586,7 @@ async fn a_sink_outage_pauses_forwarding_and_loses_nothing() {
     assert!(snapshot["pipeline"]["forwarding"]["paused"].is_null());
     let metrics = metrics(&app).await;
     assert!(metrics.contains("gc_status_forward_paused 0"));
+    assert!(metrics.contains(r#"gc_status_forward_failures_total{class="transient"}"#));
     assert!(metrics.contains("gc_status_forward_pauses_total"));
     app.stop().await.expect("clean stop");
 }
@@ -659,4 +678,75 @@ async fn the_client_secret_and_tokens_never_reach_the_log() {
             "a token leaked into the log"
         );
     }
+}
+
+#[tokio::test]
+async fn a_sink_that_does_not_answer_in_time_gets_the_record_again_under_the_same_key() {
+    let (down, addr) = downstream(3600).await;
+    down.set_mode(SinkMode::Slow(3000));
+    let app = spawn_app_with(|config| {
+        forward_config(addr)(config);
+        config.forward.sink_timeout_ms = 300;
+    })
+    .await;
+    send_events(&app, "slow", 1).await;
+    wait_until("the first attempt", Duration::from_secs(10), || async {
+        !down.received().is_empty()
+    })
+    .await;
+    down.set_mode(SinkMode::Accept);
+    wait_until("delivered", Duration::from_secs(10), || async {
+        app.db
+            .delivery_state("slow-0")
+            .await
+            .unwrap()
+            .is_some_and(|(state, _, _)| state == "done")
+    })
+    .await;
+    let (_, attempts, errors) = app.db.delivery_state("slow-0").await.unwrap().unwrap();
+    assert_eq!(attempts, 2);
+    let error = errors[0]["error"].as_str().unwrap();
+    assert!(error.contains("timed out"), "{error}");
+    let keys: Vec<String> = down.received().into_iter().map(|r| r.key).collect();
+    assert_eq!(
+        keys,
+        ["slow-0", "slow-0"],
+        "resent with the same Idempotency-Key"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_sink_that_refuses_connections_pauses_forwarding_until_it_listens() {
+    // A port nobody listens on yet: connections are refused, as during a deploy of the sink.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let app = spawn_app_with(|config| {
+        forward_config(addr)(config);
+        // No OAuth: the sink is called without a token.
+        config.forward.oauth_token_url = None;
+        config.forward.oauth_client_id = None;
+        config.forward.oauth_client_secret = None;
+    })
+    .await;
+    let ids = send_events(&app, "refused", 5).await;
+    wait_until("forwarding pauses", Duration::from_secs(10), || async {
+        !app.snapshot().await["pipeline"]["forwarding"]["paused"].is_null()
+    })
+    .await;
+    let reason = app.snapshot().await["pipeline"]["forwarding"]["paused"]["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().contains("cannot connect"),
+        "{reason}"
+    );
+    let (down, _) = downstream_on(&addr.to_string(), 3600).await;
+    wait_delivered(&down, &ids, Duration::from_secs(15)).await;
+    assert!(down.delivered().values().all(|n| *n == 1));
+    assert!(
+        down.received().iter().all(|r| r.token.is_none()),
+        "no token without OAuth"
+    );
+    assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
+    app.stop().await.expect("clean stop");
 }
