@@ -258,12 +258,14 @@ struct Record<'a> {
 }
 
 /// The record of `event` as JSON. The statistics accepted this event, so interpreting it
-/// again gives the same effect.
+/// again gives the same effect — unless the settings changed since (a topic taken off the
+/// ignore list): then the record carries the payload alone, as for an ignored topic, rather
+/// than the sink losing the event.
 pub fn record(event: &ClaimedEvent, rules: &Rules) -> Result<axum::body::Bytes, String> {
     let payload: &RawValue = serde_json::from_slice(&event.payload)
         .map_err(|err| format!("the stored payload is not JSON: {err}"))?;
     let effect = interpret::interpret(&event.event_type, &event.payload, event.received_at, rules)
-        .map_err(|err| format!("the payload cannot be normalized: {err}"))?;
+        .unwrap_or(Effect::Ignored);
     let time = |ms: Option<i64>| {
         ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
             .map(|t| t.to_string())

@@ -59,6 +59,19 @@ impl Db {
         limit: i64,
         token: i64,
     ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        // An idle forwarder looks often: look without the write lock first, so ingestion
+        // never waits behind a claim that finds nothing.
+        let due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE forward_state IN ('pending', 'sending')
+                               AND forward_due_at <= ?1)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
         let mut w = self.writing().await?;
         let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
         let mut claimed = Vec::new();
