@@ -50,9 +50,10 @@ export async function hydrated(page: Page) {
   await expect(page.locator('[data-hydrated="true"]').first()).toBeVisible();
 }
 
-/** Signs in through the form and lands on `next`. */
-export async function signIn(page: Page, next = "/admin/dead-letters") {
-  await page.goto(`/login?next=${encodeURIComponent(next)}`);
+/** Signs in through the form (of the instance at `origin`, else the main one) and lands on
+ * `next`. */
+export async function signIn(page: Page, next = "/admin/dead-letters", origin = "") {
+  await page.goto(`${origin}/login?next=${encodeURIComponent(next)}`);
   await hydrated(page);
   await page.getByTestId("secret").fill(E2E_ADMIN_TOKEN);
   await page.getByTestId("sign-in").click();
