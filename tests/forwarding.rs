@@ -750,3 +750,42 @@ async fn a_sink_that_refuses_connections_pauses_forwarding_until_it_listens() {
     assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
     app.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn events_processed_before_the_sink_was_configured_are_forwarded_on_request() {
+    let dir = temp_dir();
+    let url = database_url(dir.path());
+    // First without a sink: processed, not queued for forwarding.
+    let app = spawn_on(&url, |_| {}).await;
+    let early = send_events(&app, "early", 3).await;
+    app.worker
+        .run_until_idle_at(now_ms())
+        .await
+        .expect("processed");
+    assert!(app.db.delivery_state("early-0").await.unwrap().is_none());
+    app.stop().await.expect("clean stop");
+
+    let (down, addr) = downstream(3600).await;
+    let app = spawn_on(&url, forward_config(addr)).await;
+    let late = send_events(&app, "late", 1).await;
+    wait_delivered(&down, &late, Duration::from_secs(10)).await;
+    assert!(
+        !down.delivered().contains_key("early-0"),
+        "not forwarded unasked"
+    );
+
+    // The operator asks for the last day.
+    let since = rfc3339(now_ms() - 86_400_000);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gc-status"))
+        .env_clear()
+        .env("GC_STATUS_DATABASE_URL", &url)
+        .args(["forward", "--since", &since])
+        .output()
+        .expect("run the CLI");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("queued 3 processed events"), "{text}");
+    wait_delivered(&down, &early, Duration::from_secs(10)).await;
+    assert!(down.delivered().values().all(|n| *n == 1), "each once");
+    app.stop().await.expect("clean stop");
+}

@@ -1,4 +1,5 @@
-//! Operator commands on the same binary: `gc-status dlq …` and `gc-status rebuild-stats`.
+//! Operator commands on the same binary: `gc-status dlq …`, `gc-status rebuild-stats` and
+//! `gc-status forward`.
 //! They open the database directly (applying migrations), so no server needs to run.
 
 use std::io::{BufRead as _, Write as _};
@@ -6,7 +7,7 @@ use std::io::{BufRead as _, Write as _};
 use anyhow::{bail, Context as _};
 
 use super::{
-    admin::{self, AdminAccess, FilterParams},
+    admin::{self, parse_time, AdminAccess, FilterParams},
     config::{Command, Config, DlqAction, DlqFilterArgs},
     store::{
         self,
@@ -29,6 +30,7 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(&db, action).await,
+        Command::Forward { since, until } => forward(&db, since, until.as_deref()).await,
     };
     db.close().await;
     result
@@ -55,6 +57,22 @@ fn selection(ids: &[String], all: bool, args: &DlqFilterArgs) -> anyhow::Result<
         (false, true) => bail!("give either ids or --all with filters, not both"),
         (true, false) => bail!("give the ids to act on, or --all (with optional filters)"),
     }
+}
+
+/// Queues done events received in `[since, until)` for the sink.
+async fn forward(db: &Db, since: &str, until: Option<&str>) -> anyhow::Result<()> {
+    let time = |field: &str, text: &str| {
+        parse_time(field, &serde_json::Value::String(text.to_owned()))
+            .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+    };
+    let now = worker::now_ms();
+    let since = time("since", since)?;
+    let until = until.map(|u| time("until", u)).transpose()?.unwrap_or(now);
+    let queued = db.queue_for_forwarding(since, until, now).await?;
+    println!(
+        "queued {queued} processed events for the sink; a gc-status with GC_STATUS_SINK_URL set delivers them"
+    );
+    Ok(())
 }
 
 fn ms_to_text(ms: i64) -> String {

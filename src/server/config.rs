@@ -343,6 +343,16 @@ pub enum Command {
     },
     /// Recompute all queue statistics from the stored events.
     RebuildStats,
+    /// Queue events processed before a sink was configured, so the sink receives them too
+    /// (the running server forwards them; each is delivered once).
+    Forward {
+        /// Events received at or after this time (RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// Events received before this time (RFC 3339); default: now.
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 /// Which dead letters a CLI command applies to.

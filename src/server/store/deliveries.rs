@@ -11,6 +11,9 @@ use super::{
     Db,
 };
 
+/// Events queued per transaction by [`Db::queue_for_forwarding`].
+const QUEUE_CHUNK: i64 = 5000;
+
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
@@ -177,6 +180,40 @@ impl Db {
         add_totals(&mut tx, 0, 0, completed.dead as i64).await?;
         tx.commit().await?;
         Ok(completed)
+    }
+
+    /// Queues the done events received in `[since, until)` that were never queued for the
+    /// sink (processed while none was configured), in short transactions of
+    /// [`QUEUE_CHUNK`] so ingestion is not held up. Returns how many were queued.
+    pub async fn queue_for_forwarding(
+        &self,
+        since: i64,
+        until: i64,
+        now: i64,
+    ) -> sqlx::Result<u64> {
+        let mut queued = 0;
+        loop {
+            let mut w = self.writing().await?;
+            let n = sqlx::query(
+                "UPDATE events
+                    SET forward_state = 'pending', forward_due_at = ?3, forward_attempts = 0
+                  WHERE seq IN (SELECT seq FROM events
+                                 WHERE status = 'done' AND forward_state IS NULL
+                                   AND received_at >= ?1 AND received_at < ?2
+                                 LIMIT ?4)",
+            )
+            .bind(since)
+            .bind(until)
+            .bind(now)
+            .bind(QUEUE_CHUNK)
+            .execute(&mut *w)
+            .await?
+            .rows_affected();
+            queued += n;
+            if n < QUEUE_CHUNK as u64 {
+                return Ok(queued);
+            }
+        }
     }
 
     /// Gives back deliveries still leased under `token` (shutdown): the claim does not count.
