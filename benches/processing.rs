@@ -24,16 +24,13 @@ use std::{
 use axum::body::Bytes;
 use gc_status::server::{
     config::Config,
+    domain::{ClaimedEvent, Effect, ProcessError},
     rates::RateMeter,
     store::{
         self,
-        work::ClaimedEvent,
         writer::{IngestWriter, NewEvent, WriterSettings},
     },
-    worker::{
-        interpret::{Effect, ProcessError, Rules},
-        now_ms, Processor, StatsProcessor, Worker, WorkerSettings,
-    },
+    worker::{interpret::Rules, now_ms, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

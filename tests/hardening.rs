@@ -10,13 +10,10 @@ use std::{
 
 use common::*;
 use gc_status::server::{
+    domain::{ClaimedEvent, Effect, ProcessError},
     rates::RateMeter,
-    store::work::ClaimedEvent,
     worker::{
-        interpret::{Effect, ProcessError, Rules},
-        now_ms,
-        retry::Backoff,
-        Processor, StatsProcessor, Worker, WorkerSettings,
+        interpret::Rules, now_ms, retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings,
     },
 };
 use serde_json::Value;
@@ -425,10 +422,7 @@ async fn events_are_processed_as_they_arrive_and_the_workers_only_get_what_is_le
     let again = app
         .db
         .complete_inline(
-            &[(
-                "in-1".to_owned(),
-                Ok(gc_status::server::worker::interpret::Effect::Ignored),
-            )],
+            &[("in-1".to_owned(), Ok(Effect::Ignored))],
             now_ms(),
             now_ms(),
         )

@@ -13,13 +13,10 @@ use std::{
 
 use common::*;
 use gc_status::server::{
+    domain::{ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
-    store::work::{ClaimedEvent, Outcome},
     worker::{
-        interpret::{Effect, ProcessError, Rules},
-        now_ms,
-        retry::Backoff,
-        Processor, StatsProcessor, Worker, WorkerSettings,
+        interpret::Rules, now_ms, retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings,
     },
 };
 use serde_json::{json, Value};

@@ -80,7 +80,8 @@ pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, 
     use crate::server::{
         access::{actor, require_admin},
         admin::{self, AdminAccess},
-        store::{work::Selection, Db},
+        domain::Selection,
+        store::Db,
     };
     require_admin().await?;
     let selection = match target {
@@ -115,7 +116,7 @@ pub(crate) mod server {
         model::{ConsoleFilter, DeadLetterRow},
         server::{
             admin::{parse_stage, parse_time},
-            store::work::{DeadLetter, DeadLetterFilter},
+            domain::{DeadLetter, DeadLetterFilter},
         },
     };
 

@@ -24,12 +24,10 @@ use tokio::sync::Notify;
 
 use super::{
     access::audit,
+    domain::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
     error::ApiError,
     state::AppState,
-    store::{
-        work::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
-        Db,
-    },
+    store::Db,
     worker::now_ms,
 };
 

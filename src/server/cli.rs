@@ -9,11 +9,8 @@ use anyhow::{bail, Context as _};
 use super::{
     admin::{self, parse_time, AdminAccess, FilterParams},
     config::{Command, Config, DlqAction, DlqFilterArgs},
-    store::{
-        self,
-        work::{DeadLetterFilter, Selection},
-        Db,
-    },
+    domain::{DeadLetterFilter, Selection},
+    store::{self, Db},
     worker,
 };
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod forward;
 pub mod health;

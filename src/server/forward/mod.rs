@@ -25,8 +25,9 @@ use self::{
 };
 use super::{
     config::{ForwardConfig, WorkerConfig},
+    domain::{ClaimedEvent, DeliveryOutcome},
     rates::RateMeter,
-    store::{deliveries::DeliveryOutcome, work::ClaimedEvent, Db},
+    store::Db,
     worker::{grace_after, new_token, now_ms, retry::Backoff},
 };
 use crate::model::{ForwardPause, ForwardingStatus};

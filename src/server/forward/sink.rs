@@ -8,8 +8,8 @@ use serde_json::value::RawValue;
 
 use super::token::{Token, TokenSource};
 use crate::server::{
-    store::work::ClaimedEvent,
-    worker::interpret::{self, Effect, Rules},
+    domain::{ClaimedEvent, Effect},
+    worker::interpret::{self, Rules},
 };
 
 /// How one delivery went.

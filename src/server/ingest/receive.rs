@@ -15,12 +15,10 @@ use serde::Serialize;
 
 use super::envelope;
 use crate::server::{
+    domain::ClaimedEvent,
     error::ApiError,
     state::AppState,
-    store::{
-        work::ClaimedEvent,
-        writer::{NewEvent, Stored},
-    },
+    store::writer::{NewEvent, Stored},
     worker,
 };
 

@@ -7,28 +7,13 @@ use sqlx::{Connection as _, SqliteConnection};
 
 use super::{
     add_totals,
-    work::{dead_among, ClaimedEvent, ON_REFILE, QUEUE_OF_PAYLOAD},
+    work::{dead_among, ON_REFILE, QUEUE_OF_PAYLOAD},
     Db,
 };
+use crate::server::domain::{ClaimedEvent, DeliveryOutcome};
 
 /// Events queued per transaction by [`Db::queue_for_forwarding`].
 const QUEUE_CHUNK: i64 = 5000;
-
-/// What became of one delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    /// The sink accepted it.
-    Delivered,
-    /// Try again from `at`. `refund`: the attempt does not count (the sink as a whole was
-    /// down, not this event), so an outage never uses up an event's attempts.
-    Retry {
-        at: i64,
-        error: String,
-        refund: bool,
-    },
-    /// Give up: file a dead letter with `stage = 'sink'`.
-    Dead { error: String },
-}
 
 /// How a completion of deliveries went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

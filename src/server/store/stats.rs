@@ -8,7 +8,7 @@ use sqlx::{Connection as _, Row as _, SqliteConnection};
 use super::Db;
 use crate::{
     model::{EventCounts, QueueStatus},
-    server::worker::interpret::Effect,
+    server::domain::Effect,
 };
 
 /// The queues each conversation is known in.

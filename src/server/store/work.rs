@@ -5,20 +5,10 @@ use serde_json::{json, Value};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use super::{add_totals, stats, Db};
-use crate::server::worker::interpret::{Effect, ProcessError};
-
-/// An event claimed by a worker.
-#[derive(Debug, Clone)]
-pub struct ClaimedEvent {
-    pub seq: i64,
-    pub id: String,
-    pub event_type: String,
-    /// The body byte for byte (shared, not copied, when processed as it arrives).
-    pub payload: axum::body::Bytes,
-    /// Including this claim.
-    pub attempts: i64,
-    pub received_at: i64,
-}
+use crate::server::domain::{
+    ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
+    Selection,
+};
 
 impl ClaimedEvent {
     pub(super) fn from_row(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
@@ -31,14 +21,6 @@ impl ClaimedEvent {
             received_at: row.try_get("received_at")?,
         })
     }
-}
-
-/// What became of one claimed event.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Done(Effect),
-    Retry { at: i64, error: String },
-    Dead { error: String },
 }
 
 /// A claimed batch.
@@ -570,24 +552,6 @@ fn file_dead_letters_sql(rest: &str) -> String {
     )
 }
 
-/// Which dead letters an admin operation applies to. Empty means all.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct DeadLetterFilter {
-    /// Exact event type / topic.
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    /// Queue id named in the payload.
-    pub queue: Option<String>,
-    /// Text contained in any attempt's error.
-    pub error: Option<String>,
-    /// Dead-lettered at or after (epoch ms).
-    pub since: Option<i64>,
-    /// Dead-lettered before (epoch ms).
-    pub until: Option<i64>,
-    /// Which step failed: `payload` (processing) or `sink` (forwarding).
-    pub stage: Option<String>,
-}
-
 impl DeadLetterFilter {
     fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {
         q.push(" WHERE 1 = 1");
@@ -616,26 +580,6 @@ impl DeadLetterFilter {
             q.push(" AND stage = ").push_bind(stage.clone());
         }
     }
-}
-
-/// One dead letter as listed.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
-pub struct DeadLetter {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub queue_id: Option<String>,
-    pub attempts: i64,
-    pub last_error: String,
-    /// Every attempt's error, oldest first: `[{"at": ms, "error": "..."}]`.
-    pub errors: serde_json::Value,
-    pub received_at: i64,
-    pub dead_at: i64,
-    /// Which step failed: `payload` (processing it) or `sink` (forwarding it).
-    pub stage: String,
-    /// The original body (only in single-letter reads), as text when it is UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
 }
 
 fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
@@ -672,15 +616,6 @@ enum PageBy<'a> {
         before: Option<(i64, &'a str)>,
         limit: i64,
     },
-}
-
-/// A page of dead letters, newest first.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeadLetterPage {
-    pub items: Vec<DeadLetter>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
 }
 
 impl Db {
@@ -865,13 +800,6 @@ impl Db {
 
 /// Dead letters changed per transaction by bulk replay and discard.
 pub const BULK_CHUNK: i64 = 500;
-
-/// Dead letters chosen by id or by filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    Ids(Vec<String>),
-    Filter(DeadLetterFilter),
-}
 
 impl Selection {
     fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {

@@ -23,9 +23,9 @@ use tokio::{
 
 use super::{retry_reason, WriteGate};
 use crate::server::{
+    domain::{Effect, ProcessError},
     health::Health,
     rates::RateMeter,
-    worker::interpret::{Effect, ProcessError},
 };
 
 /// One webhook to store.

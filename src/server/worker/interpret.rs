@@ -6,56 +6,11 @@
 use serde::Deserialize;
 use serde_json::{value::RawValue, Map, Value};
 
+use crate::server::domain::{ConversationUpdate, Effect, ObservationUpdate, ProcessError};
 use crate::server::ingest::envelope::{self, EnvelopeKind};
-
-/// Why an event could not be processed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProcessError {
-    /// Worth retrying: a timeout, an unavailable downstream, a busy database.
-    #[error("{0}")]
-    Transient(String),
-    /// Will never succeed: goes to the dead letters at once.
-    #[error("{0}")]
-    Permanent(String),
-}
 
 fn permanent(message: impl Into<String>) -> ProcessError {
     ProcessError::Permanent(message.into())
-}
-
-/// What one event changes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// A kind on the ignore list: marked done, no statistics.
-    Ignored,
-    Conversation(ConversationUpdate),
-    Observation(ObservationUpdate),
-}
-
-/// One conversation's move in a queue; every time is epoch milliseconds and only ever lowers
-/// the stored value (earliest wins), which makes updates order-independent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConversationUpdate {
-    /// `None`: the event named no queue; it applies to every queue where the conversation is
-    /// already known (resolved when it is applied).
-    pub queue_id: Option<String>,
-    pub conversation_id: String,
-    pub queue_name: Option<String>,
-    pub media_type: Option<String>,
-    pub queued_at: Option<i64>,
-    pub answered_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub outcome: Option<String>,
-}
-
-/// A queue observation: instantaneous figures and interval aggregates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservationUpdate {
-    pub queue_id: String,
-    pub media_type: String,
-    pub observed_at: i64,
-    /// Only the metrics present in the event, keyed as in [`crate::model::QueueStatus`].
-    pub figures: Map<String, Value>,
 }
 
 /// Event types to mark done without interpreting (`GC_STATUS_IGNORE_TOPICS`): exact names, or

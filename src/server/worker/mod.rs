@@ -15,17 +15,12 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use self::{
-    interpret::{Effect, ProcessError, Rules},
-    retry::Backoff,
-};
+use self::{interpret::Rules, retry::Backoff};
 use super::{
     config::WorkerConfig,
+    domain::{ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
-    store::{
-        work::{ClaimedEvent, Completed, Outcome},
-        Db,
-    },
+    store::{work::Completed, Db},
 };
 
 /// Turns one claimed event into its effect. Errors say whether a retry can help.
