@@ -789,3 +789,39 @@ async fn events_processed_before_the_sink_was_configured_are_forwarded_on_reques
     assert!(down.delivered().values().all(|n| *n == 1), "each once");
     app.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_lone_event_outlives_an_outage_longer_than_its_attempts() {
+    // Three attempts, but ten failures before a pause: a lone event must not run out of
+    // attempts while the sink is down.
+    let (down, addr) = downstream(3600).await;
+    down.set_mode(SinkMode::Fail(503, None));
+    let app = spawn_app_with(|config| {
+        forward_config(addr)(config);
+        config.forward.sink_pause_after = 10;
+    })
+    .await;
+    let ids = send_events(&app, "lone", 1).await;
+    wait_until("forwarding pauses", Duration::from_secs(10), || async {
+        !app.snapshot().await["pipeline"]["forwarding"]["paused"].is_null()
+    })
+    .await;
+    // Several cool-downs with their probes.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(down.count_status(503) >= 4, "attempts and probes went on");
+    assert_eq!(
+        app.snapshot().await["pipeline"]["dead"],
+        0,
+        "not dead-lettered"
+    );
+    down.set_mode(SinkMode::Accept);
+    wait_delivered(&down, &ids, Duration::from_secs(10)).await;
+    assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
+    let (state, attempts, _) = app.db.delivery_state("lone-0").await.unwrap().unwrap();
+    assert_eq!(state, "done");
+    assert!(
+        attempts <= 3,
+        "the outage used no attempt beyond the allowed: {attempts}"
+    );
+    app.stop().await.expect("clean stop");
+}

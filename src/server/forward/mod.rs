@@ -259,8 +259,8 @@ impl Forwarder {
     }
 
     /// Outcomes for a round's answers, and the breaker's move: pause after `pause_after`
-    /// consecutive transient failures (or a failed probe), resume after a probe that got an
-    /// answer from the sink.
+    /// consecutive transient failures (or a failed probe, or an outage reaching an event's
+    /// last attempt), resume after a probe that got an answer from the sink.
     fn judge(
         &self,
         claimed: &[ClaimedEvent],
@@ -269,17 +269,26 @@ impl Forwarder {
         breaker: &mut Breaker,
     ) -> Vec<(i64, DeliveryOutcome)> {
         let mut last_transient = None;
-        for delivery in &deliveries {
+        // A transient failure of an event's last attempt, right after another failed
+        // delivery, is the sink's outage rather than the event's fault: forwarding pauses
+        // instead of dead-lettering it. (A lone event would otherwise run out of attempts
+        // before `pause_after` failures ever add up.)
+        let mut outage_at_last_attempt = false;
+        for (event, delivery) in claimed.iter().zip(&deliveries) {
             match delivery {
                 Delivery::Transient { error, .. } => {
                     breaker.consecutive += 1;
                     last_transient = Some(error.clone());
+                    outage_at_last_attempt |= breaker.consecutive >= 2
+                        && event.attempts >= i64::from(self.settings.max_attempts);
                 }
                 _ => breaker.consecutive = 0,
             }
         }
         let probe_failed = breaker.probing && last_transient.is_some();
-        let trips = probe_failed || breaker.consecutive >= self.settings.pause_after;
+        let trips = probe_failed
+            || outage_at_last_attempt
+            || breaker.consecutive >= self.settings.pause_after;
         let pause_until = now
             .saturating_add(i64::try_from(self.settings.cooldown.as_millis()).unwrap_or(i64::MAX));
         let outcomes = claimed
