@@ -238,6 +238,11 @@ impl Forwarder {
             .claim_deliveries(now_ms(), lease_ms, limit as i64, token)
             .await?;
         if claimed.is_empty() {
+            if breaker.probing && self.monitor.pause().is_some() {
+                // Nothing left to probe with: the pause has nothing to hold back. The next
+                // event is still tried alone, and pauses forwarding again if it fails.
+                self.monitor.set_pause(None);
+            }
             return Ok(0);
         }
         let deliveries =
