@@ -28,11 +28,14 @@ fn secrets_do_not_appear_in_help_or_logs() {
     let output = Command::new(env!("CARGO_BIN_EXE_gc-status"))
         .arg("--help")
         .env("GC_STATUS_HMAC_SECRETS", "super-secret-value")
+        .env("GC_STATUS_OAUTH_CLIENT_SECRET", "oauth-secret-value")
         .output()
         .expect("run the binary");
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("GC_STATUS_HMAC_SECRETS"), "{help}");
+    assert!(help.contains("GC_STATUS_OAUTH_CLIENT_SECRET"), "{help}");
     assert!(!help.contains("super-secret-value"), "{help}");
+    assert!(!help.contains("oauth-secret-value"), "{help}");
 }
 
 /// POSTs a signed `body`; the status, or 0 when the server is gone.

@@ -306,9 +306,11 @@ pub struct ForwardConfig {
     #[arg(long, env = "GC_STATUS_OAUTH_TOKEN_URL")]
     pub oauth_token_url: Option<String>,
 
+    /// The client id gc-status has at the token endpoint.
     #[arg(long, env = "GC_STATUS_OAUTH_CLIENT_ID")]
     pub oauth_client_id: Option<String>,
 
+    /// The client secret (never logged or shown).
     #[arg(long, env = "GC_STATUS_OAUTH_CLIENT_SECRET", hide_env_values = true)]
     pub oauth_client_secret: Option<SecretString>,
 
