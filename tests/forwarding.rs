@@ -279,29 +279,6 @@ async fn wait_delivered(down: &Downstream, ids: &[String], timeout: Duration) {
     .await;
 }
 
-async fn admin_get(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn many_events_share_one_token_and_arrive_as_normalized_records() {
     let (down, addr) = downstream(3600).await;
@@ -347,7 +324,7 @@ async fn many_events_share_one_token_and_arrive_as_normalized_records() {
     let snapshot = app.snapshot().await;
     assert!(snapshot["pipeline"]["forwarding"]["delivered_per_second"].as_f64() > Some(0.0));
     assert!(snapshot["pipeline"]["forwarding"]["paused"].is_null());
-    let metrics = metrics(&app).await;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("gc_status_forward_delivered_total"),
         "{metrics}"
@@ -496,7 +473,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
     })
     .await;
     assert_eq!(down.received().len(), 1, "no retry of a permanent refusal");
-    let letter = admin_get(&app, "/api/v2/admin/dead-letters/bad-0").await;
+    let letter = app.admin_get("/api/v2/admin/dead-letters/bad-0").await;
     assert_eq!(letter["stage"], "sink");
     let error = letter["last_error"].as_str().unwrap();
     assert!(
@@ -509,7 +486,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
     );
     // The statistics took the event all the same.
     assert_eq!(app.queue("q-f").await["waiting"], 1);
-    let sink_only = admin_get(&app, "/api/v2/admin/dead-letters?stage=sink").await;
+    let sink_only = app.admin_get("/api/v2/admin/dead-letters?stage=sink").await;
     assert_eq!(sink_only["total"], 1);
 
     // The sink is fixed; the letter is replayed and delivered once.
@@ -555,7 +532,7 @@ async fn a_sink_outage_pauses_forwarding_and_loses_nothing() {
         app.snapshot().await["pipeline"]["forwarding"]["waiting"] == 40
     })
     .await;
-    assert!(metrics(&app).await.contains("gc_status_forward_paused 1"));
+    assert!(app.metrics().await.contains("gc_status_forward_paused 1"));
     // The wallboard says so, with the reason.
     let page = app
         .client
@@ -584,7 +561,7 @@ async fn a_sink_outage_pauses_forwarding_and_loses_nothing() {
     let snapshot = app.snapshot().await;
     assert_eq!(snapshot["pipeline"]["dead"], 0, "nothing dead-lettered");
     assert!(snapshot["pipeline"]["forwarding"]["paused"].is_null());
-    let metrics = metrics(&app).await;
+    let metrics = app.metrics().await;
     assert!(metrics.contains("gc_status_forward_paused 0"));
     assert!(metrics.contains(r#"gc_status_forward_failures_total{class="transient"}"#));
     assert!(metrics.contains("gc_status_forward_pauses_total"));

@@ -90,15 +90,7 @@ async fn a_conversation_id_reused_for_each_state_change_keeps_every_event() {
     );
     assert_eq!(q["answered"], 1, "{q}");
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let reused: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("gc_status_event_id_reused_total "))
@@ -400,16 +392,7 @@ async fn events_are_processed_as_they_arrive_and_the_workers_only_get_what_is_le
         "{q}"
     );
     // The dead letter has its error and the payload byte for byte (kept on the event row).
-    let letter: Value = app
-        .client
-        .get(app.url("/api/v2/admin/dead-letters/in-3"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON");
+    let letter = app.admin_get("/api/v2/admin/dead-letters/in-3").await;
     assert_eq!(letter["payload"], unknown, "{letter}");
     assert!(
         letter["last_error"]

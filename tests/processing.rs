@@ -631,15 +631,7 @@ async fn background_workers_process_events_and_metrics_and_stream_report_it() {
     }
     assert!(seen.contains("event: status"));
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("answered")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("gc_status_events_received_total"),
         "{metrics}"

@@ -121,6 +121,31 @@ impl TestApp {
             .expect("JSON")
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("answered")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// An admin API `GET` with the admin token, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// One queue's statistics from the snapshot (`null` when the queue is unknown).
     pub async fn queue(&self, queue_id: &str) -> serde_json::Value {
         self.snapshot().await["queues"]
