@@ -296,71 +296,59 @@ fn start_readers(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {
     let addr = addr.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let polls = Arc::new(AtomicU64::new(0));
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..pollers {
-                let (addr, stop, polls) = (addr.clone(), stop.clone(), polls.clone());
-                tasks.spawn(async move {
-                    let client = reqwest::Client::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Ok(r) = client
-                            .get(format!("http://{addr}/api/v2/queues"))
-                            .send()
-                            .await
-                        {
-                            if r.bytes().await.is_ok() {
-                                polls.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                });
-            }
-            for _ in 0..streams {
-                let (addr, stop) = (addr.clone(), stop.clone());
-                tasks.spawn(async move {
-                    let client = reqwest::Client::new();
-                    if let Ok(mut r) = client
-                        .get(format!("http://{addr}/api/v2/stream"))
+    on_own_thread(move || async move {
+        let polls = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..pollers {
+            let (addr, stop, polls) = (addr.clone(), stop.clone(), polls.clone());
+            tasks.spawn(async move {
+                let client = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = client
+                        .get(format!("http://{addr}/api/v2/queues"))
                         .send()
                         .await
                     {
-                        while !stop.load(Ordering::Relaxed) {
-                            match tokio::time::timeout(Duration::from_millis(200), r.chunk()).await
-                            {
-                                Ok(Ok(Some(_))) | Err(_) => {}
-                                _ => break,
-                            }
+                        if r.bytes().await.is_ok() {
+                            polls.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            polls.load(Ordering::Relaxed)
-        })
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+        for _ in 0..streams {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tasks.spawn(async move {
+                let client = reqwest::Client::new();
+                if let Ok(mut r) = client
+                    .get(format!("http://{addr}/api/v2/stream"))
+                    .send()
+                    .await
+                {
+                    while !stop.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(200), r.chunk()).await {
+                            Ok(Ok(Some(_))) | Err(_) => {}
+                            _ => break,
+                        }
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        polls.load(Ordering::Relaxed)
     })
 }
 
 /// Opens `n` connections that send part of a request and then trickle a byte a second or idle.
 fn start_slow_clients(addr: &str, n: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let addr = addr.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            use tokio::io::AsyncWriteExt as _;
-            let mut tasks = tokio::task::JoinSet::new();
-            for i in 0..n {
-                let (addr, stop) = (addr.clone(), stop.clone());
-                tasks.spawn(async move {
+    on_own_thread(move || async move {
+        use tokio::io::AsyncWriteExt as _;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tasks.spawn(async move {
                     // Reconnect whenever the server cuts the connection off, until told to stop.
                     while !stop.load(Ordering::Relaxed) {
                         let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
@@ -386,9 +374,24 @@ fn start_slow_clients(addr: &str, n: usize, stop: Arc<AtomicBool>) -> std::threa
                         }
                     }
                 });
-            }
-            while tasks.join_next().await.is_some() {}
-        });
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
+/// Runs the future `task` makes on a thread of its own with its own runtime, so the load
+/// it generates (readers, slow clients, the sink) is not scheduled with the benchmark's.
+fn on_own_thread<T, F>(task: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(task())
     })
 }
 
@@ -430,15 +433,9 @@ fn start_sink() -> Sink {
                 axum::http::StatusCode::ACCEPTED
             }),
         );
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = axum::serve(listener, app).await;
-        });
+    on_own_thread(move || async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        let _ = axum::serve(listener, app).await;
     });
     Sink {
         addr,

@@ -499,8 +499,18 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
         .await
         .unwrap();
     assert_eq!(replay.status(), 200);
-    wait_delivered(&down, &["bad-0".to_owned()], Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "the delivery is recorded",
+        Duration::from_secs(10),
+        || async {
+            app.db
+                .delivery_state("bad-0")
+                .await
+                .unwrap()
+                .is_some_and(|(state, _, _)| state == "done")
+        },
+    )
+    .await;
     assert_eq!(down.delivered()["bad-0"], 1);
     assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
     assert_eq!(
@@ -545,8 +555,12 @@ async fn a_sink_outage_pauses_forwarding_and_loses_nothing() {
         .unwrap();
     assert!(page.contains("Forwarding paused"), "{page}");
     assert!(page.contains("503 Service Unavailable"));
-    // Down for a while longer: several cool-downs, each probing one event.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Down for a while longer: two more cool-downs, each probing one event.
+    let at_pause = down.count_status(503);
+    wait_until("two probes fail", Duration::from_secs(10), || async {
+        down.count_status(503) >= at_pause + 2
+    })
+    .await;
     let failed_while_down = down.count_status(503);
     assert!(
         failed_while_down < 40,
@@ -632,11 +646,23 @@ async fn the_client_secret_and_tokens_never_reach_the_log() {
     down.revoked.lock().unwrap().push(token.clone());
     down.set_mode(SinkMode::Fail(422, None));
     assert_eq!(post("log-2").await.unwrap().status(), 202);
-    wait_until("the refusal", Duration::from_secs(10), || async {
-        down.count_status(422) == 1
-    })
+    wait_until(
+        "the refusal is a dead letter",
+        Duration::from_secs(10),
+        || async {
+            client
+                .get(format!(
+                    "http://{}/api/v2/admin/dead-letters/log-2",
+                    binary.addr
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(down.count_status(422), 1);
     let _ = binary.child.kill();
     let _ = binary.child.wait();
     let log = std::fs::read_to_string(&binary.log).expect("the log");
@@ -783,9 +809,13 @@ async fn a_lone_event_outlives_an_outage_longer_than_its_attempts() {
         !app.snapshot().await["pipeline"]["forwarding"]["paused"].is_null()
     })
     .await;
-    // Several cool-downs with their probes.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(down.count_status(503) >= 4, "attempts and probes went on");
+    // Attempts, then a cool-down or more with their probes.
+    wait_until(
+        "attempts and probes went on",
+        Duration::from_secs(10),
+        || async { down.count_status(503) >= 4 },
+    )
+    .await;
     assert_eq!(
         app.snapshot().await["pipeline"]["dead"],
         0,

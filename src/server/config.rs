@@ -335,6 +335,13 @@ pub struct ForwardConfig {
     pub oauth_refresh_margin_secs: u64,
 }
 
+impl ForwardConfig {
+    /// The sink's URL, when forwarding is configured (an empty value counts as unset).
+    pub fn sink(&self) -> Option<&str> {
+        self.sink_url.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
 /// Operator commands; without one, gc-status serves.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {

@@ -88,13 +88,7 @@ impl Application {
         )
         .await?;
         // Events are queued for the sink in the transaction that marks them done.
-        let db = db.with_forwarding(
-            config
-                .forward
-                .sink_url
-                .as_deref()
-                .is_some_and(|u| !u.is_empty()),
-        );
+        let db = db.with_forwarding(config.forward.sink().is_some());
         let forwarder = forward::from_config(&db, &config, Default::default())?;
         let wake_workers = Arc::new(Notify::new());
         let ingested = Arc::new(RateMeter::default());

@@ -28,7 +28,7 @@ use super::{
     domain::{ClaimedEvent, DeliveryOutcome},
     rates::RateMeter,
     store::Db,
-    worker::{grace_after, new_token, now_ms, retry::Backoff},
+    worker::{grace_after, new_token, now_ms, retry::Backoff, WorkerSettings},
 };
 use crate::model::{ForwardPause, ForwardingStatus};
 
@@ -48,15 +48,16 @@ pub struct ForwardSettings {
 }
 
 impl ForwardSettings {
+    /// Attempts, backoff and lease as the workers have them; the lease also outlasts a
+    /// delivery's longest path (a send, a token renewal after a 401, the send again).
     pub fn from_config(forward: &ForwardConfig, worker: &WorkerConfig) -> Self {
+        let work = WorkerSettings::from_config(worker);
         ForwardSettings {
             concurrency: forward.sink_concurrency.clamp(1, 1024),
-            max_attempts: worker.max_attempts.max(1),
-            backoff: Backoff {
-                base: Duration::from_millis(worker.retry_base_ms),
-                cap: Duration::from_millis(worker.retry_cap_ms.max(worker.retry_base_ms)),
-            },
-            lease: Duration::from_secs(worker.lease_secs.max(1))
+            max_attempts: work.max_attempts,
+            backoff: work.backoff,
+            lease: work
+                .lease
                 .max(Duration::from_millis(forward.sink_timeout_ms) * 3),
             pause_after: forward.sink_pause_after.max(1),
             cooldown: Duration::from_secs(forward.sink_cooldown_secs.max(1)),
@@ -115,7 +116,7 @@ pub fn from_config(
     monitor: Arc<ForwardMonitor>,
 ) -> anyhow::Result<Option<Forwarder>> {
     let forward = &config.forward;
-    let Some(url) = forward.sink_url.as_deref().filter(|u| !u.is_empty()) else {
+    let Some(url) = forward.sink() else {
         if forward.oauth_token_url.is_some() {
             tracing::warn!(
                 "GC_STATUS_OAUTH_TOKEN_URL is set but GC_STATUS_SINK_URL is not: nothing is forwarded"
@@ -367,19 +368,5 @@ impl Forwarder {
 
     pub fn monitor(&self) -> Arc<ForwardMonitor> {
         self.monitor.clone()
-    }
-
-    /// Runs rounds until no delivery is due at the moment (tests and tools).
-    pub async fn run_until_idle(&self) -> anyhow::Result<usize> {
-        let token = new_token();
-        let mut breaker = Breaker::default();
-        let mut total = 0;
-        loop {
-            let n = self.round(token, &mut breaker).await?;
-            if n == 0 || self.monitor.pause().is_some() {
-                return Ok(total + n);
-            }
-            total += n;
-        }
     }
 }

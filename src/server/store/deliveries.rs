@@ -237,8 +237,8 @@ impl Db {
         })
     }
 
-    /// One event's forwarding state: (state, attempts, errors), `None` if it has none
-    /// (tests and the CLI).
+    /// One event's forwarding state: (state, attempts, errors), `None` if it was never
+    /// queued for the sink (tests).
     pub async fn delivery_state(
         &self,
         id: &str,
