@@ -281,6 +281,15 @@ impl Forwarder {
         // before `pause_after` failures ever add up.)
         let mut outage_at_last_attempt = false;
         for (event, delivery) in claimed.iter().zip(&deliveries) {
+            let class = match delivery {
+                Delivery::Delivered => None,
+                Delivery::Transient { .. } => Some("transient"),
+                Delivery::Permanent { .. } => Some("permanent"),
+            };
+            if let Some(class) = class {
+                metrics::counter!("gc_status_forward_failures_total", "class" => class)
+                    .increment(1);
+            }
             match delivery {
                 Delivery::Transient { error, .. } => {
                     breaker.consecutive += 1;

@@ -173,10 +173,8 @@ async fn classify(response: reqwest::Response, token: Option<&Token>) -> Deliver
         error.push_str(&format!(": {answer}"));
     }
     if transient {
-        metrics::counter!("gc_status_forward_failures_total", "class" => "transient").increment(1);
         Delivery::Transient { error, retry_after }
     } else {
-        metrics::counter!("gc_status_forward_failures_total", "class" => "permanent").increment(1);
         Delivery::Permanent { error }
     }
 }
