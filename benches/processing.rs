@@ -211,7 +211,7 @@ async fn main() {
             );
             if k == 1 {
                 let queues = db
-                    .queue_statuses(&gc_status::server::store::stats::StatsWindow {
+                    .queue_statuses(&gc_status::server::store::StatsWindow {
                         now: now_ms(),
                         day_start: 0,
                         day_end: i64::MAX,

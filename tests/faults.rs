@@ -80,15 +80,33 @@ async fn a_dead_writer_is_reported_and_never_leaves_a_ready_process() {
 }
 
 #[tokio::test]
-async fn a_database_url_that_is_not_sqlite_is_refused_with_a_clear_message() {
+async fn a_database_url_of_another_kind_is_refused_with_a_clear_message() {
+    let dir = temp_dir();
+    let mut config = config(dir.path());
+    config.database_url = "mysql://user:secret@db.example:3306/gc".into();
+    let err = Application::build(config).await.err().expect("refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("sqlite://"), "{message}");
+    assert!(message.contains("postgres://"), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "the password is not echoed: {message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgresql_server_stops_the_start_saying_where_without_the_password() {
     let dir = temp_dir();
     let cwd_marker = std::path::Path::new("postgres:");
     let existed = cwd_marker.exists();
     let mut config = config(dir.path());
-    config.database_url = "postgres://user:secret@db.example:5432/gc".into();
+    // Nothing listens on port 9 of this machine.
+    config.database_url = "postgres://user:secret@127.0.0.1:9/gc".into();
+    config.store_timeout_ms = 1_000;
     let err = Application::build(config).await.err().expect("refused");
     let message = format!("{err:#}");
-    assert!(message.contains("SQLite"), "{message}");
+    assert!(message.contains("cannot connect to PostgreSQL"), "{message}");
+    assert!(message.contains("127.0.0.1:9"), "{message}");
     assert!(
         !message.contains("secret"),
         "the password is not echoed: {message}"
@@ -172,7 +190,7 @@ async fn a_full_database_answers_503_loses_nothing_and_recovers_by_itself() {
 
 #[tokio::test]
 async fn the_wal_shrinks_back_after_a_burst_and_a_quiet_moment() {
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app_with(|_| {}).await;
     let file = app.database_url.trim_start_matches("sqlite://").to_owned();
     let wal = format!("{file}-wal");
     {
@@ -425,7 +443,7 @@ async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
 
 #[tokio::test]
 async fn replaying_100000_dead_letters_does_not_hold_up_webhooks() {
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app_with(|_| {}).await;
     {
         let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
             .await
@@ -564,7 +582,7 @@ async fn readers_share_one_cached_snapshot_per_interval() {
 
 #[tokio::test]
 async fn a_removed_database_file_is_never_written_into_and_readiness_says_why() {
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app_with(|_| {}).await;
     assert_eq!(app.post_signed(&simple_event("before")).await.status(), 202);
     let file = app.database_url.trim_start_matches("sqlite://").to_owned();
     std::fs::remove_file(&file).expect("remove the database file");

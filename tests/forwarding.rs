@@ -757,7 +757,7 @@ async fn a_sink_that_refuses_connections_pauses_forwarding_until_it_listens() {
 #[tokio::test]
 async fn events_processed_before_the_sink_was_configured_are_forwarded_on_request() {
     let dir = temp_dir();
-    let url = database_url(dir.path());
+    let url = fresh_database_url(dir.path()).await;
     // First without a sink: processed, not queued for forwarding.
     let app = spawn_on(&url, |_| {}).await;
     let early = send_events(&app, "early", 3).await;

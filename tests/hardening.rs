@@ -422,7 +422,7 @@ async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers(
         store::writer::{IngestWriter, NewEvent, WriterSettings, INLINE_GRACE_MS},
     };
     let app = spawn_app().await;
-    let conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.database_url)
+    let (_db, conn) = gc_status::server::store::open(&app.database_url, Duration::from_secs(5))
         .await
         .expect("connect");
     // A writer whose applier is gone (as after a crash between commit and apply).

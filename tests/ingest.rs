@@ -275,7 +275,7 @@ async fn wrong_or_missing_content_type_gets_415() {
 
 #[tokio::test]
 async fn locked_database_gets_503_with_retry_after_and_recovers() {
-    let app = spawn_app_with(|c| c.store_timeout_ms = 300).await;
+    let app = spawn_sqlite_app_with(|c| c.store_timeout_ms = 300).await;
 
     // Another process holding the write lock: the writer cannot commit.
     let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
@@ -334,7 +334,7 @@ async fn concurrent_deliveries_are_all_stored() {
 #[tokio::test]
 async fn graceful_shutdown_keeps_everything_acknowledged() {
     let dir = temp_dir();
-    let url = database_url(dir.path());
+    let url = fresh_database_url(dir.path()).await;
     let app = spawn_on(&url, |_| {}).await;
     for i in 0..50 {
         let response = app.post_signed(&simple_event(&format!("g-{i}"))).await;

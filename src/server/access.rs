@@ -25,7 +25,7 @@ use super::{
     config::Config,
     ingest::WEBHOOK_PATH,
     state::AppState,
-    store::{portal::AuditRecord, Db},
+    store::{AuditRecord, Db},
     worker::now_ms,
 };
 use crate::{

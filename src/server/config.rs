@@ -27,13 +27,20 @@ pub struct Config {
     )]
     pub addr: SocketAddr,
 
-    /// SQLite database URL; the file and its directory are created on first start.
+    /// Database URL: `sqlite://PATH` (one instance; the file and its directory are created on
+    /// first start) or `postgres://USER:PASSWORD@HOST/DATABASE` (several replicas sharing one
+    /// queue; the database must exist, its tables are created on first start).
     #[arg(
         long,
         env = "GC_STATUS_DATABASE_URL",
         default_value = "sqlite://data/gc-status.db"
     )]
     pub database_url: String,
+
+    /// PostgreSQL only: connections this replica opens at most (replicas × this must stay
+    /// under the server's `max_connections`).
+    #[arg(long, env = "GC_STATUS_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
 
     /// Largest webhook body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "GC_STATUS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]

@@ -81,10 +81,13 @@ impl Application {
         )?;
         let (db, writer_conn) = store::open_with(
             &config.database_url,
-            config.store_timeout(),
-            config
-                .max_database_mb
-                .map(|mb| mb.saturating_mul(1024 * 1024)),
+            &store::OpenOptions {
+                busy_timeout: config.store_timeout(),
+                max_bytes: config
+                    .max_database_mb
+                    .map(|mb| mb.saturating_mul(1024 * 1024)),
+                pool_size: config.database_pool,
+            },
         )
         .await?;
         // Events are queued for the sink in the transaction that marks them done.
@@ -272,6 +275,13 @@ impl Application {
             forwarder,
         } = self;
         let mut tasks = Supervised::default();
+        if let Db::Postgres(pg) = &db {
+            // Other replicas' commits wake this one's workers too.
+            let (pg, wake, stop) = (pg.clone(), wake_workers.clone(), stop.clone());
+            tasks.spawn("work notifications", async move {
+                pg.listen_for_work(wake, stop).await
+            });
+        }
         let workers = worker.spawn(wake_workers, stop.clone());
         if !workers.is_empty() {
             tasks.adopt("worker", workers);

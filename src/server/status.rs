@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     forward::ForwardMonitor,
     rates::RateMeter,
-    store::{stats::StatsWindow, Db},
+    store::{Db, StatsWindow},
 };
 use crate::model::{BoardSettings, PipelineStatus, StatusSnapshot};
 

@@ -1,4 +1,6 @@
-//! Test harness: the real application on a random port with a fresh SQLite file.
+//! Test harness: the real application on a random port with a fresh database: a SQLite file,
+//! or, when `GC_STATUS_TEST_POSTGRES` names a PostgreSQL server, a new database on it (the
+//! same suite then runs against that backend; `scripts/test.sh` runs it both ways).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::{
@@ -29,6 +31,23 @@ pub fn database_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("gc-status.db").display())
 }
 
+/// The PostgreSQL server the suite runs against, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("GC_STATUS_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A URL for a new, empty database on the backend under test (a file in `dir` for SQLite).
+pub async fn fresh_database_url(dir: &Path) -> String {
+    match postgres_server() {
+        Some(server) => gc_status::server::store::create_test_database(&server)
+            .await
+            .expect("create a PostgreSQL test database"),
+        None => database_url(dir),
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: Db,
@@ -45,8 +64,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts the app on a new database after `configure` adjusts the defaults.
+/// Starts the app on a new database (of the backend under test) after `configure` adjusts
+/// the defaults.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = temp_dir();
+    let mut app = spawn_on(&fresh_database_url(dir.path()).await, configure).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the app on a new SQLite file whatever the backend under test: for what only SQLite
+/// has (its file, its locks, its size limit).
+pub async fn spawn_sqlite_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = temp_dir();
     let mut app = spawn_on(&database_url(dir.path()), configure).await;
     app._dir = Some(dir);

@@ -1,131 +1,139 @@
-//! All SQL lives here: opening the database, the group-commit writer and the read queries.
-//!
-//! Handlers talk to [`Db`] and [`writer::IngestWriter`] only, so another backend (PostgreSQL
-//! for several instances sharing one queue) can be added without touching them.
+//! All SQL lives here, behind one [`Db`]: the embedded SQLite backend (one file, one process)
+//! and the PostgreSQL backend (several replicas sharing one queue), each with its own SQL and
+//! its own migrations. Handlers, workers, pages and the CLI never know which one runs.
 
-pub mod deliveries;
-pub mod events;
-pub mod portal;
-pub mod stats;
-pub mod work;
+mod postgres;
+pub mod records;
+mod sqlite;
 pub mod writer;
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
-use anyhow::Context as _;
-use sqlx::{
-    pool::PoolConnection,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, SqlitePool,
+use serde_json::Value;
+
+pub use self::{
+    postgres::{create_test_database, PgDb},
+    records::*,
+    sqlite::{SqliteDb, WriteGate},
+};
+use self::writer::{NewEvent, Receipt};
+use crate::{
+    model::{AuditEntry, EventCounts, QueueStatus},
+    server::domain::{
+        ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, DeliveryOutcome, Effect,
+        Outcome, ProcessError, Selection,
+    },
 };
 
-/// Migrations embedded in the binary; applied on start-up.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
-
-/// The database: a small pool for reads and for work-queue, admin and statistics writes
-/// (ingest inserts go through the dedicated writer connection).
+/// The database gc-status stores events in. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Db {
-    pool: SqlitePool,
-    write_gate: WriteGate,
-    /// Whether events marked done are also queued for the sink (see `deliveries`).
-    forwarding: bool,
+pub enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
 }
 
-/// Serialises this process's write transactions before they reach SQLite.
-///
-/// SQLite allows one writer at a time and makes the others wait in its busy handler, which
-/// sleeps in steps of up to 100 ms and is not woken when the lock frees: one worker
-/// transaction could stall every webhook behind it for tens of milliseconds. Taking this fair
-/// async lock first means SQLite never sees contention from inside the process, and a webhook
-/// waits at most for the one transaction ahead of it. (Other processes, such as the CLI, still
-/// meet the busy timeout.)
-#[derive(Clone, Debug, Default)]
-pub struct WriteGate(Arc<tokio::sync::Mutex<()>>);
+/// The ingest writer's own connection (see [`writer`]).
+pub enum WriterConn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(postgres::PgWriter),
+}
 
-impl WriteGate {
-    pub async fn enter(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.0.lock().await
+impl WriterConn {
+    /// Stores `events` in one transaction and returns a receipt for each.
+    pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
+        match self {
+            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
+            WriterConn::Postgres(writer) => writer.commit_batch(events).await,
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        let closed = match self {
+            WriterConn::Sqlite(conn) => sqlx::Connection::close(conn).await,
+            WriterConn::Postgres(writer) => writer.close().await,
+        };
+        if let Err(err) = closed {
+            tracing::warn!(error = %err, "closing the writer connection failed");
+        }
     }
 }
 
-/// A pooled connection inside the write gate. Taken in that order — connection first, then
-/// the gate — so nobody holds the gate while waiting for a connection (readers would then
-/// hold up every writer, webhooks included).
-pub(crate) struct Writing<'a> {
-    conn: PoolConnection<Sqlite>,
-    _gate: tokio::sync::MutexGuard<'a, ()>,
+/// Which backend a database URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-impl std::ops::Deref for Writing<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
-        &self.conn
+impl Backend {
+    /// The backend for `database_url`, or a message saying what URLs work.
+    pub fn of(database_url: &str) -> anyhow::Result<Backend> {
+        let scheme = database_url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Backend::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Backend::Postgres),
+            _ => anyhow::bail!(
+                "GC_STATUS_DATABASE_URL `{}` is not a database gc-status can use: use \
+                 sqlite://data/gc-status.db (one instance, the default) or \
+                 postgres://user:password@host/database (several replicas)",
+                redact_url(database_url)
+            ),
+        }
     }
 }
 
-impl std::ops::DerefMut for Writing<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.conn
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// How long a write may wait for a lock (SQLite) or a pooled connection (PostgreSQL).
+    pub busy_timeout: Duration,
+    /// SQLite only: the database's size limit (`GC_STATUS_MAX_DATABASE_MB`).
+    pub max_bytes: Option<u64>,
+    /// PostgreSQL only: connections per process (`GC_STATUS_DATABASE_POOL`).
+    pub pool_size: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_bytes: None,
+            pool_size: 16,
+        }
     }
 }
 
-/// Adds to the maintained counts (`event_totals`) in the transaction that changed them.
-pub(crate) async fn add_totals(
-    tx: &mut SqliteConnection,
-    done: i64,
-    dead_events: i64,
-    dead_letters: i64,
-) -> sqlx::Result<()> {
-    if (done, dead_events, dead_letters) == (0, 0, 0) {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE event_totals SET n = n + CASE name WHEN 'done' THEN ?1
-                                               WHEN 'dead_events' THEN ?2
-                                               ELSE ?3 END",
+/// Opens the database (creating it if needed), applies migrations, and returns it with a
+/// dedicated connection for the ingest writer.
+pub async fn open(database_url: &str, busy_timeout: Duration) -> anyhow::Result<(Db, WriterConn)> {
+    open_with(
+        database_url,
+        &OpenOptions {
+            busy_timeout,
+            ..OpenOptions::default()
+        },
     )
-    .bind(done)
-    .bind(dead_events)
-    .bind(dead_letters)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .await
 }
 
-/// Bytes the WAL file is truncated to when it restarts.
-const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
-
-/// Connection settings shared by the pool and the writer.
-///
-/// WAL lets readers run beside the single writer; `synchronous=FULL` makes a commit durable
-/// across power loss, which is what "acknowledged" promises.
-fn connect_options(
+/// [`open`] with every option.
+pub async fn open_with(
     database_url: &str,
-    busy_timeout: Duration,
-) -> anyhow::Result<SqliteConnectOptions> {
-    // sqlx would read `postgres://user@host/db` as a relative SQLite path and quietly create
-    // a file under a directory named `postgres:`. Refuse anything that is not SQLite.
-    let scheme = database_url
-        .split_once(':')
-        .map(|(s, _)| s.to_ascii_lowercase());
-    if scheme.as_deref() != Some("sqlite") {
-        anyhow::bail!(
-            "GC_STATUS_DATABASE_URL `{}` is not a database gc-status can use: this version \
-             stores events in SQLite only; use a URL such as sqlite://data/gc-status.db",
-            redact_url(database_url)
-        );
+    options: &OpenOptions,
+) -> anyhow::Result<(Db, WriterConn)> {
+    match Backend::of(database_url)? {
+        Backend::Sqlite => {
+            let (db, conn) =
+                sqlite::open_with(database_url, options.busy_timeout, options.max_bytes).await?;
+            Ok((Db::Sqlite(db), WriterConn::Sqlite(conn)))
+        }
+        Backend::Postgres => {
+            let (db, writer) = postgres::open(database_url, options).await?;
+            Ok((Db::Postgres(db), WriterConn::Postgres(writer)))
+        }
     }
-    let options = SqliteConnectOptions::from_str(database_url)
-        .with_context(|| format!("GC_STATUS_DATABASE_URL `{database_url}` is not a SQLite URL (e.g. sqlite://data/gc-status.db)"))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(busy_timeout)
-        // After a burst, the WAL file shrinks back to this once it restarts (see
-        // `Db::checkpoint`), instead of keeping its largest size for ever.
-        .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
-    Ok(options)
 }
 
 /// Why a database error means "try again later", or `None` for any other error (a bug, a
@@ -134,32 +142,25 @@ pub fn retry_reason(err: &sqlx::Error) -> Option<&'static str> {
     match err {
         sqlx::Error::PoolTimedOut => Some("the database is busy"),
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Some("the database is closed"),
-        sqlx::Error::Io(_) => Some("the database file cannot be read or written"),
-        sqlx::Error::Database(e) => {
-            // SQLite reports extended result codes; the primary code is the low byte.
-            let code: i64 = e.code()?.parse().ok()?;
-            match code & 0xff {
-                5 | 6 => Some("the database is busy"),
-                13 => Some("the disk (or GC_STATUS_MAX_DATABASE_MB) is full"),
-                8 => Some("the database is read-only"),
-                10 => Some("the database file cannot be read or written"),
-                14 => Some("the database file cannot be opened"),
-                _ => None,
-            }
-        }
+        sqlx::Error::Io(_) => Some("the database cannot be reached"),
+        sqlx::Error::Database(e) => match e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            Some(_) => sqlite::retry_reason(e.as_ref()),
+            None => postgres::retry_reason(e.as_ref()),
+        },
         _ => None,
     }
 }
 
-/// The database file a SQLite URL names (`None` for an in-memory database).
+/// The database file a SQLite URL names (`None` for PostgreSQL or an in-memory database).
 pub fn database_file(database_url: &str) -> Option<std::path::PathBuf> {
-    let options = SqliteConnectOptions::from_str(database_url).ok()?;
-    let file = options.get_filename();
-    (file != Path::new(":memory:")).then(|| file.to_path_buf())
+    match Backend::of(database_url).ok()? {
+        Backend::Sqlite => sqlite::database_file(database_url),
+        Backend::Postgres => None,
+    }
 }
 
 /// `database_url` without a password, for messages.
-fn redact_url(database_url: &str) -> String {
+pub fn redact_url(database_url: &str) -> String {
     match (database_url.find("://"), database_url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &database_url[scheme_end + 3..at];
@@ -174,124 +175,386 @@ fn redact_url(database_url: &str) -> String {
     }
 }
 
-/// Opens (creating if needed) the database, applies migrations and returns the read pool and
-/// a dedicated connection for the writer.
-pub async fn open(
-    database_url: &str,
-    busy_timeout: Duration,
-) -> anyhow::Result<(Db, SqliteConnection)> {
-    open_with(database_url, busy_timeout, None).await
-}
-
-/// [`open`], with the database limited to `max_bytes` (`GC_STATUS_MAX_DATABASE_MB`): past it,
-/// writes fail as on a full disk (503, retried) instead of filling the disk.
-pub async fn open_with(
-    database_url: &str,
-    busy_timeout: Duration,
-    max_bytes: Option<u64>,
-) -> anyhow::Result<(Db, SqliteConnection)> {
-    let mut options = connect_options(database_url, busy_timeout)?;
-    if let Some(max_bytes) = max_bytes {
-        // SQLite's default page size; the limit is in pages and per connection.
-        options = options.pragma("max_page_count", (max_bytes / 4096).max(1).to_string());
-    }
-    let file = options.get_filename();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() && file != Path::new(":memory:") {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
+/// Calls the same method on whichever backend runs.
+macro_rules! each_backend {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            Db::Sqlite(db) => db.$method($($arg),*).await,
+            Db::Postgres(db) => db.$method($($arg),*).await,
         }
-    }
-    // Pool writes are worker progress and admin actions: losing the last of them to a power
-    // cut only means an event is processed again, which the idempotent statistics absorb. So
-    // they skip the fsync (`NORMAL`, still atomic in WAL); ingest commits stay `FULL`.
-    // No connection checkpoints on commit (that would run inside the write gate); the
-    // maintenance task checkpoints instead (`Db::checkpoint`).
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(
-            options
-                .clone()
-                .synchronous(SqliteSynchronous::Normal)
-                .pragma("wal_autocheckpoint", "0"),
-        )
-        .await
-        .with_context(|| format!("cannot open the database {}", file.display()))?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply database migrations")?;
-    let writer = options
-        .clone()
-        .pragma("wal_autocheckpoint", "0")
-        .connect()
-        .await
-        .with_context(|| format!("cannot open the database {} for writing", file.display()))?;
-    let db = Db {
-        pool,
-        write_gate: WriteGate::default(),
-        forwarding: false,
     };
-    Ok((db, writer))
 }
 
 impl Db {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
     /// This handle, queueing every event it marks done for the sink from now on (or not).
-    pub fn with_forwarding(mut self, forwarding: bool) -> Self {
-        self.forwarding = forwarding;
-        self
+    pub fn with_forwarding(self, forwarding: bool) -> Self {
+        match self {
+            Db::Sqlite(db) => Db::Sqlite(db.with_forwarding(forwarding)),
+            Db::Postgres(db) => Db::Postgres(db.with_forwarding(forwarding)),
+        }
     }
 
+    /// The gate this process's SQLite writers take turns through (a PostgreSQL database needs
+    /// none: each gets a gate nobody else enters).
     pub fn write_gate(&self) -> WriteGate {
-        self.write_gate.clone()
-    }
-
-    /// A connection for a write transaction, inside the write gate (see [`Writing`]).
-    pub(crate) async fn writing(&self) -> sqlx::Result<Writing<'_>> {
-        let conn = self.pool.acquire().await?;
-        let gate = self.write_gate.enter().await;
-        Ok(Writing { conn, _gate: gate })
-    }
-
-    /// Recounts the maintained totals from the tables (part of `rebuild-stats`: heals any
-    /// drift left by manual SQL). One write transaction; the counts use indexes.
-    pub async fn recount_totals(&self) -> sqlx::Result<()> {
-        let mut w = self.writing().await?;
-        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE event_totals SET n = CASE name
-                 WHEN 'done' THEN (SELECT COUNT(*) FROM events WHERE status = 'done')
-                 WHEN 'dead_events' THEN (SELECT COUNT(*) FROM events WHERE status = 'dead')
-                 ELSE (SELECT COUNT(*) FROM dead_letters) END",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    }
-
-    /// Copies the WAL back into the database file without blocking writers (PASSIVE), so
-    /// the WAL stays short. Runs outside the write gate, off the ingest path. Returns the
-    /// WAL's length in frames and whether all of it is copied.
-    pub async fn checkpoint(&self) -> sqlx::Result<(i64, bool)> {
-        let (_busy, log, copied): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok((log, log == copied))
-    }
-
-    /// Empties the WAL file (TRUNCATE checkpoint) inside the write gate: for quiet moments
-    /// after a burst, when no write would restart (and so shrink) the WAL.
-    pub async fn truncate_wal(&self) -> sqlx::Result<()> {
-        let mut w = self.writing().await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *w)
-            .await?;
-        Ok(())
+        match self {
+            Db::Sqlite(db) => db.write_gate(),
+            Db::Postgres(_) => WriteGate::default(),
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        each_backend!(self.close())
+    }
+
+    // --- events -------------------------------------------------------------------------
+
+    /// Ready means: the database answers and every embedded migration has been applied.
+    pub async fn is_ready(&self) -> sqlx::Result<bool> {
+        each_backend!(self.is_ready())
+    }
+
+    /// The stored payload of one event, byte for byte.
+    pub async fn event_payload(&self, id: &str) -> sqlx::Result<Option<Vec<u8>>> {
+        each_backend!(self.event_payload(id))
+    }
+
+    /// Ids of all stored events in arrival order (tests and the benchmark's loss check).
+    pub async fn event_ids(&self) -> sqlx::Result<Vec<String>> {
+        each_backend!(self.event_ids())
+    }
+
+    /// Events processed so far in `status`, with attempts and errors (tests and the CLI).
+    pub async fn event_state(&self, id: &str) -> sqlx::Result<Option<EventState>> {
+        each_backend!(self.event_state(id))
+    }
+
+    // --- the work queue -----------------------------------------------------------------
+
+    /// Claims up to `limit` due events, leased until `now + lease_ms` under `token`; events
+    /// whose last allowed claim never finished go to the dead letters instead.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        token: i64,
+        max_attempts: i64,
+    ) -> sqlx::Result<Claimed> {
+        each_backend!(self.claim_due(now, lease_ms, limit, token, max_attempts))
+    }
+
+    /// Records a claimed batch's outcomes in one transaction, for events still held under
+    /// `token` (an event whose lease was lost is applied by its new holder only).
+    pub async fn complete(
+        &self,
+        token: i64,
+        now: i64,
+        outcomes: &mut [(ClaimedEvent, Outcome)],
+        unknown_conversation: impl Fn(&ClaimedEvent, String) -> Outcome,
+    ) -> sqlx::Result<Completed> {
+        each_backend!(self.complete(token, now, outcomes, unknown_conversation))
+    }
+
+    /// Applies the verdicts of events processed as they arrived, for events still pending
+    /// and never attempted.
+    pub async fn complete_inline(
+        &self,
+        verdicts: &[(String, Result<Effect, ProcessError>)],
+        now: i64,
+        retry_at: i64,
+    ) -> sqlx::Result<InlineApplied> {
+        each_backend!(self.complete_inline(verdicts, now, retry_at))
+    }
+
+    /// Due events never attempted (`part` of `parts`), read without a lease.
+    pub async fn due_fresh(
+        &self,
+        now: i64,
+        limit: i64,
+        part: i64,
+        parts: i64,
+    ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        each_backend!(self.due_fresh(now, limit, part, parts))
+    }
+
+    /// Gives back leases still held under `token` (shutdown).
+    pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
+        each_backend!(self.release(token, now))
+    }
+
+    /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
+    /// discarded letters received before it.
+    pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
+        each_backend!(self.prune(cutoff, limit))
+    }
+
+    /// The earliest time any pending event is due, if any (to sleep until then).
+    pub async fn next_due_at(&self) -> sqlx::Result<Option<i64>> {
+        each_backend!(self.next_due_at())
+    }
+
+    // --- dead letters -------------------------------------------------------------------
+
+    /// Dead letters newest first, by offset (the admin API and CLI).
+    pub async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: i64,
+        offset: i64,
+    ) -> sqlx::Result<DeadLetterPage> {
+        each_backend!(self.list_dead_letters(filter, limit, offset))
+    }
+
+    /// Dead letters newest first, strictly older than `before` when given (cursor pages).
+    pub async fn dead_letters_before(
+        &self,
+        filter: &DeadLetterFilter,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
+        each_backend!(self.dead_letters_before(filter, before, limit))
+    }
+
+    pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
+        each_backend!(self.get_dead_letter(id))
+    }
+
+    /// Puts the selected dead letters back as pending, in short transactions.
+    pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
+        each_backend!(self.replay_dead_letters(selection, now))
+    }
+
+    /// Deletes the selected dead letters for good, in short transactions.
+    pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
+        each_backend!(self.discard_dead_letters(selection))
+    }
+
+    // --- forwarding ---------------------------------------------------------------------
+
+    /// Leases up to `limit` due deliveries until `now + lease_ms` under `token`.
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+        token: i64,
+    ) -> sqlx::Result<Vec<ClaimedEvent>> {
+        each_backend!(self.claim_deliveries(now, lease_ms, limit, token))
+    }
+
+    /// Records delivery outcomes in one transaction, for deliveries still held under `token`.
+    pub async fn complete_deliveries(
+        &self,
+        token: i64,
+        now: i64,
+        outcomes: &[(i64, DeliveryOutcome)],
+    ) -> sqlx::Result<DeliveriesCompleted> {
+        each_backend!(self.complete_deliveries(token, now, outcomes))
+    }
+
+    /// Queues done events received in `[since, until)` that were never queued for the sink.
+    pub async fn queue_for_forwarding(
+        &self,
+        since: i64,
+        until: i64,
+        now: i64,
+    ) -> sqlx::Result<u64> {
+        each_backend!(self.queue_for_forwarding(since, until, now))
+    }
+
+    /// Gives back deliveries still leased under `token` (shutdown).
+    pub async fn release_deliveries(&self, token: i64, now: i64) -> sqlx::Result<u64> {
+        each_backend!(self.release_deliveries(token, now))
+    }
+
+    /// Deliveries still to make.
+    pub async fn delivery_counts(&self) -> sqlx::Result<DeliveryCounts> {
+        each_backend!(self.delivery_counts())
+    }
+
+    /// One event's forwarding state: (state, attempts, errors), `None` if never queued.
+    pub async fn delivery_state(
+        &self,
+        id: &str,
+    ) -> sqlx::Result<Option<(String, i64, Vec<Value>)>> {
+        each_backend!(self.delivery_state(id))
+    }
+
+    // --- statistics ---------------------------------------------------------------------
+
+    /// How many events are in each state.
+    pub async fn event_counts(&self) -> sqlx::Result<EventCounts> {
+        each_backend!(self.event_counts())
+    }
+
+    /// Receive time (epoch ms) of the newest stored event.
+    pub async fn last_received_at(&self) -> sqlx::Result<Option<i64>> {
+        each_backend!(self.last_received_at())
+    }
+
+    /// Every queue's statistics, busiest first.
+    pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
+        each_backend!(self.queue_statuses(w))
+    }
+
+    /// Recomputes all statistics from the done events (`interpret` gives an event's effect).
+    pub async fn rebuild_stats(
+        &self,
+        interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
+    ) -> sqlx::Result<u64> {
+        each_backend!(self.rebuild_stats(interpret))
+    }
+
+    /// Recounts the maintained totals from the tables (part of `rebuild-stats`).
+    pub async fn recount_totals(&self) -> sqlx::Result<()> {
+        each_backend!(self.recount_totals())
+    }
+
+    /// Forgets conversations that ended before `ended_before`, and open ones whose last
+    /// milestone is older than `open_before`.
+    pub async fn prune_conversations(
+        &self,
+        ended_before: i64,
+        open_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        each_backend!(self.prune_conversations(ended_before, open_before, limit))
+    }
+
+    // --- the portal's tables ------------------------------------------------------------
+
+    /// A stored session's data (JSON) and expiry unless it expired before `now`.
+    pub async fn load_session(&self, id: &str, now: i64) -> sqlx::Result<Option<(String, i64)>> {
+        each_backend!(self.load_session(id, now))
+    }
+
+    /// Stores a session, or replaces it; `only_new` refuses to overwrite an existing id.
+    pub async fn save_session(
+        &self,
+        id: &str,
+        data: &str,
+        expires_at: i64,
+        only_new: bool,
+    ) -> sqlx::Result<bool> {
+        each_backend!(self.save_session(id, data, expires_at, only_new))
+    }
+
+    pub async fn delete_session(&self, id: &str) -> sqlx::Result<()> {
+        each_backend!(self.delete_session(id))
+    }
+
+    /// Deletes sessions that expired before `now`; returns how many.
+    pub async fn prune_sessions(&self, now: i64) -> sqlx::Result<u64> {
+        each_backend!(self.prune_sessions(now))
+    }
+
+    /// Appends one entry to the audit trail.
+    pub async fn record_audit(&self, record: &AuditRecord<'_>) -> sqlx::Result<()> {
+        each_backend!(self.record_audit(record))
+    }
+
+    /// Audit entries newest first, before entry `before` (exclusive) when given.
+    pub async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<AuditEntry>> {
+        each_backend!(self.list_audit(before, limit))
+    }
+
+    /// Records each queue's waiting count for `minute`, keeping the minute's peak.
+    pub async fn record_samples(&self, minute: i64, waiting: &[(String, i64)]) -> sqlx::Result<()> {
+        each_backend!(self.record_samples(minute, waiting))
+    }
+
+    /// The last sparkline's minutes up to `minute` per queue, oldest first.
+    pub async fn samples(&self, minute: i64) -> sqlx::Result<HashMap<String, Vec<Option<i64>>>> {
+        each_backend!(self.samples(minute))
+    }
+
+    // --- housekeeping -------------------------------------------------------------------
+
+    /// SQLite: copies the WAL back into the database file (PASSIVE); returns the WAL's length
+    /// in frames and whether all of it is copied. PostgreSQL checkpoints by itself: (0, true).
+    pub async fn checkpoint(&self) -> sqlx::Result<(i64, bool)> {
+        match self {
+            Db::Sqlite(db) => db.checkpoint().await,
+            Db::Postgres(_) => Ok((0, true)),
+        }
+    }
+
+    /// SQLite: empties the WAL file after a burst. Nothing to do on PostgreSQL.
+    pub async fn truncate_wal(&self) -> sqlx::Result<()> {
+        match self {
+            Db::Sqlite(db) => db.truncate_wal().await,
+            Db::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// Keeps a test's database alive (a SQLite file's directory) while the test runs.
+#[cfg(test)]
+pub(crate) struct TestStore {
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh, migrated database for a unit test on the backend under test: PostgreSQL when
+/// `GC_STATUS_TEST_POSTGRES` names a server (a new database on it per test), else SQLite.
+#[cfg(test)]
+pub(crate) async fn test_store() -> (TestStore, Db, WriterConn) {
+    let options = OpenOptions {
+        pool_size: 4,
+        ..OpenOptions::default()
+    };
+    match std::env::var("GC_STATUS_TEST_POSTGRES") {
+        Ok(server) if !server.is_empty() => {
+            let url = postgres::create_test_database(&server)
+                .await
+                .expect("create a test database");
+            let (db, writer) = open_with(&url, &options).await.expect("open");
+            (TestStore { _dir: None }, db, writer)
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("t.db").display());
+            let (db, writer) = open_with(&url, &options).await.expect("open");
+            (TestStore { _dir: Some(dir) }, db, writer)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn samples_keep_the_peak_of_each_minute_and_leave_gaps() {
+        let (_store, db, _writer) = test_store().await;
+        db.record_samples(1000, &[("q".into(), 3)])
+            .await
+            .expect("write");
+        db.record_samples(1000, &[("q".into(), 1)])
+            .await
+            .expect("write");
+        db.record_samples(1002, &[("q".into(), 4)])
+            .await
+            .expect("write");
+        let series = db.samples(1002).await.expect("read");
+        let q = &series["q"];
+        assert_eq!(q.len(), SPARKLINE_MINUTES as usize);
+        assert_eq!(&q[q.len() - 3..], &[Some(3), None, Some(4)]);
+        // Samples older than two sparklines are pruned.
+        db.record_samples(1000 + 3 * SPARKLINE_MINUTES, &[("q".into(), 0)])
+            .await
+            .expect("write");
+        assert!(db.samples(1002).await.expect("read").is_empty());
     }
 }

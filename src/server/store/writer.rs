@@ -13,15 +13,13 @@ use std::{
 };
 
 use axum::body::Bytes;
-use serde_json::json;
 use sha2::{Digest as _, Sha256};
-use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::{
     sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
-use super::{retry_reason, WriteGate};
+use super::{retry_reason, WriteGate, WriterConn};
 use crate::server::{
     domain::{Effect, ProcessError},
     health::Health,
@@ -149,14 +147,12 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 const FILE_GONE: &str =
     "the database file was removed or replaced; restore it and restart gc-status";
 
-/// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
-const ROWS_PER_STATEMENT: usize = 256;
 
 impl IngestWriter {
     /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
     /// Every transaction enters `gate` first. After each commit, `committed` is notified (workers wake) and `ingested` counts the
     /// new rows.
-    pub fn spawn(conn: SqliteConnection, settings: WriterSettings) -> (Self, JoinHandle<()>) {
+    pub fn spawn(conn: WriterConn, settings: WriterSettings) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let budget = settings.queue_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let writer = IngestWriter {
@@ -191,7 +187,7 @@ impl IngestWriter {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, settings: WriterSettings) {
+async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: WriterSettings) {
     let max_batch = settings.max_batch.max(1);
     let identity = settings.file.as_deref().and_then(file_identity);
     let mut batch = Vec::with_capacity(max_batch);
@@ -235,7 +231,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
                 continue;
             }
         }
-        let outcome = insert_batch(&mut conn, &events).await;
+        let outcome = conn.commit_batch(&events).await;
         drop(writing);
         match outcome {
             Ok(stored) => {
@@ -291,13 +287,42 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
             }
         }
     }
-    if let Err(err) = conn.close().await {
-        tracing::warn!(error = %err, "closing the writer connection failed");
+    conn.close().await;
+}
+
+/// The two statements a backend provides for [`insert_batch`], inside the transaction it
+/// holds.
+pub(crate) trait BatchRows {
+    /// Inserts the rows `which` (indexes into `events`, stored under `ids`), skipping ids
+    /// already stored; returns for each whether it was new.
+    async fn insert_rows(
+        &mut self,
+        events: &[NewEvent],
+        ids: &[String],
+        which: &[usize],
+    ) -> sqlx::Result<Vec<bool>>;
+
+    /// The stored bodies of the events `ids`.
+    async fn stored_bodies(&mut self, ids: &[&str]) -> sqlx::Result<HashMap<String, Vec<u8>>>;
+}
+
+/// The due time of a new row: an event processed inline waits [`INLINE_GRACE_MS`] for the
+/// inline applier before the workers may claim it.
+pub(crate) fn first_due(event: &NewEvent) -> i64 {
+    if event.goes_inline() {
+        event.received_at.saturating_add(INLINE_GRACE_MS)
+    } else {
+        event.received_at
     }
 }
 
-/// Inserts `events` in one transaction; returns for each the id it is stored under and whether
-/// it was new.
+/// Whether any of `events` goes to the workers rather than the inline applier.
+pub(crate) fn any_for_workers(events: &[NewEvent]) -> bool {
+    events.iter().any(|e| !e.goes_inline())
+}
+
+/// Inserts `events` inside the caller's transaction; returns for each the id it is stored
+/// under and whether it was new.
 ///
 /// A redelivery is the *same* event: same id **and** same body. Senders that reuse an id for
 /// different events (a conversation id sent with every state change) must not lose the later
@@ -305,8 +330,8 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Queued>, setting
 /// `<id>~<first 16 hex digits of the body's SHA-256>`: deterministic, so its own redelivery is
 /// still recognised.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
-async fn insert_batch(
-    conn: &mut SqliteConnection,
+pub(crate) async fn insert_batch(
+    tx: &mut impl BatchRows,
     events: &[NewEvent],
 ) -> sqlx::Result<Vec<Receipt>> {
     // Within the batch, identical deliveries follow their first copy (`leader`); among the
@@ -332,8 +357,7 @@ async fn insert_batch(
     }
     let mut stored = vec![Stored::Duplicate; events.len()];
 
-    let mut tx = conn.begin().await?;
-    let inserted = insert_rows(&mut tx, events, &ids, &distinct).await?;
+    let inserted = tx.insert_rows(events, &ids, &distinct).await?;
     let conflicts: Vec<usize> = distinct
         .iter()
         .zip(&inserted)
@@ -347,13 +371,7 @@ async fn insert_batch(
     if !conflicts.is_empty() {
         // Taken ids: the same body is a redelivery, another body a new event under a derived id.
         let taken: Vec<&str> = conflicts.iter().map(|&i| ids[i].as_str()).collect();
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, payload FROM events WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json!(taken).to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        let stored_bodies: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+        let stored_bodies = tx.stored_bodies(&taken).await?;
         let mut retry = Vec::new();
         for i in conflicts {
             let same_body = stored_bodies
@@ -365,14 +383,13 @@ async fn insert_batch(
                 retry.push(i);
             }
         }
-        let inserted = insert_rows(&mut tx, events, &ids, &retry).await?;
+        let inserted = tx.insert_rows(events, &ids, &retry).await?;
         for (&i, new) in retry.iter().zip(inserted) {
             if new {
                 stored[i] = Stored::New;
             }
         }
     }
-    tx.commit().await?;
 
     let receipts = (0..events.len())
         .map(|i| {
@@ -392,64 +409,9 @@ async fn insert_batch(
 }
 
 /// The id an event is stored under when its own id already names a different body.
-fn derived_id(event: &NewEvent) -> String {
+pub(crate) fn derived_id(event: &NewEvent) -> String {
     let digest = Sha256::digest(&event.payload);
     format!("{}~{}", event.id, hex::encode(&digest[..8]))
-}
-
-/// Inserts the rows `which` (indexes into `events`, stored under `ids`); returns for each
-/// whether it was new (false: the id was already stored).
-async fn insert_rows(
-    tx: &mut SqliteConnection,
-    events: &[NewEvent],
-    ids: &[String],
-    which: &[usize],
-) -> sqlx::Result<Vec<bool>> {
-    let mut new = vec![false; which.len()];
-    for (chunk_no, chunk) in which.chunks(ROWS_PER_STATEMENT).enumerate() {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, event_type, payload, received_at, next_attempt_at) ",
-        );
-        insert.push_values(chunk, |mut row, &i| {
-            let e = &events[i];
-            let due = if e.goes_inline() {
-                e.received_at.saturating_add(INLINE_GRACE_MS)
-            } else {
-                e.received_at
-            };
-            row.push_bind(ids[i].as_str())
-                .push_bind(e.event_type.as_str())
-                .push_bind(&e.payload[..])
-                .push_bind(e.received_at)
-                .push_bind(due);
-        });
-        insert.push(" ON CONFLICT (id) DO NOTHING");
-        let done = insert
-            .build()
-            .persistent(chunk.len() == ROWS_PER_STATEMENT)
-            .execute(&mut *tx)
-            .await?;
-        let inserted = done.rows_affected() as usize;
-        let offset = chunk_no * ROWS_PER_STATEMENT;
-        if inserted == chunk.len() {
-            new[offset..offset + chunk.len()].fill(true);
-        } else if inserted > 0 {
-            // Some were already stored. New rows got consecutive `seq`s ending at the last
-            // insert rowid (`seq` is the rowid, assigned as max + 1), so read exactly those.
-            let first_new_seq = done.last_insert_rowid() - inserted as i64 + 1;
-            let new_ids: HashSet<String> =
-                sqlx::query_scalar("SELECT id FROM events WHERE seq >= ?")
-                    .bind(first_new_seq)
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .collect();
-            for (k, &i) in chunk.iter().enumerate() {
-                new[offset + k] = new_ids.contains(&ids[i]);
-            }
-        }
-    }
-    Ok(new)
 }
 
 #[cfg(test)]
@@ -466,25 +428,17 @@ mod tests {
         }
     }
 
-    async fn receipts(
-        conn: &mut SqliteConnection,
-        events: &[NewEvent],
-    ) -> sqlx::Result<Vec<Receipt>> {
-        insert_batch(conn, events).await
+    async fn receipts(conn: &mut WriterConn, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
+        conn.commit_batch(events).await
     }
 
-    /// A fresh database (kept while the returned directory lives) and a writer connection.
+    /// A fresh database on the backend under test, and a writer connection.
     async fn temp_store() -> (
-        tempfile::TempDir,
+        crate::server::store::TestStore,
         crate::server::store::Db,
-        SqliteConnection,
+        WriterConn,
     ) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let (db, conn) = crate::server::store::open(&url, Duration::from_secs(1))
-            .await
-            .expect("open");
-        (dir, db, conn)
+        crate::server::store::test_store().await
     }
 
     fn event_with(id: &str, body: &str) -> NewEvent {
@@ -578,7 +532,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_larger_than_one_statement_is_stored_whole() {
         let (_dir, db, mut conn) = temp_store().await;
-        let events: Vec<NewEvent> = (0..ROWS_PER_STATEMENT * 2 + 7)
+        let events: Vec<NewEvent> = (0..1_000)
             .map(|i| event(&format!("e{i}")))
             .collect();
         let stored = receipts(&mut conn, &events).await.expect("insert");

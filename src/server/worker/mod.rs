@@ -20,7 +20,7 @@ use super::{
     config::WorkerConfig,
     domain::{ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
-    store::{work::Completed, Db},
+    store::{Completed, Db},
 };
 
 /// Turns one claimed event into its effect. Errors say whether a retry can help.

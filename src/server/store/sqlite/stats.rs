@@ -5,14 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Map, Value};
 use sqlx::{Connection as _, Row as _, SqliteConnection};
 
-use super::Db;
+use super::SqliteDb;
+use crate::server::store::records::{apply_observations, Routes, StatsWindow, REBUILD_CHUNK};
 use crate::{
     model::{EventCounts, QueueStatus},
     server::domain::Effect,
 };
 
-/// The queues each conversation is known in.
-pub type Routes = HashMap<String, BTreeSet<String>>;
 
 /// Where the conversation updates among `effects` that name no queue apply: the queues where
 /// their conversation is already stored, or named by another update in `effects`. A
@@ -148,23 +147,8 @@ pub async fn apply<'a>(
     Ok(())
 }
 
-/// The time frame and sources for reading queue statistics.
-#[derive(Debug, Clone)]
-pub struct StatsWindow<'a> {
-    pub now: i64,
-    /// Start and end of "today" in the configured time zone (epoch ms).
-    pub day_start: i64,
-    pub day_end: i64,
-    /// Observations newer than this are authoritative.
-    pub fresh_after: i64,
-    /// Open conversations whose last milestone is older than this lost their end event:
-    /// they no longer count as waiting or interacting.
-    pub open_since: i64,
-    /// Names from the configured names file.
-    pub names: &'a HashMap<String, String>,
-}
 
-impl Db {
+impl SqliteDb {
     /// How many events are in each state. Open states are counted over the status index
     /// (bounded by the backlog); done and dead come from the maintained totals, so the cost
     /// does not grow with the events kept.
@@ -374,57 +358,4 @@ impl Db {
     }
 }
 
-/// Done events re-applied per transaction by a rebuild.
-const REBUILD_CHUNK: i64 = 1000;
 
-/// Overlays fresh observation figures (one map per media type) on a queue's status.
-fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
-    let sum = |key: &str| -> Option<i64> {
-        let values: Vec<i64> = per_media
-            .iter()
-            .filter_map(|f| f.get(key)?.as_i64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    };
-    let mean = |key: &str| -> Option<f64> {
-        let values: Vec<f64> = per_media
-            .iter()
-            .filter_map(|f| f.get(key)?.as_f64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
-    status.source = "observations".into();
-    if let Some(v) = sum("waiting") {
-        status.waiting = v;
-    }
-    if let Some(v) = sum("interacting") {
-        status.interacting = v;
-    }
-    status.alerting = sum("alerting");
-    status.offered = sum("offered");
-    if let Some(v) = sum("answered") {
-        status.answered = v;
-    }
-    if let Some(v) = sum("abandoned") {
-        status.abandoned = v;
-    }
-    if let Some(v) = per_media
-        .iter()
-        .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
-        .max()
-    {
-        status.longest_waiting_ms = Some(v);
-    }
-    if let Some(v) = mean("average_wait_ms") {
-        status.average_wait_ms = Some(v);
-    }
-    status.service_level = mean("service_level");
-    for figures in per_media {
-        if let Some(users) = figures.get("on_queue_users").and_then(Value::as_object) {
-            for (qualifier, n) in users {
-                *status.on_queue_users.entry(qualifier.clone()).or_default() +=
-                    n.as_i64().unwrap_or(0);
-            }
-        }
-    }
-}

@@ -4,23 +4,14 @@ use std::collections::HashMap;
 
 use sqlx::Row as _;
 
-use super::Db;
-use crate::model::AuditEntry;
+use super::SqliteDb;
+use crate::{
+    model::AuditEntry,
+    server::store::records::{AuditRecord, SPARKLINE_MINUTES},
+};
 
-/// How many minutes of samples a sparkline shows.
-pub const SPARKLINE_MINUTES: i64 = 60;
 
-/// One admin action, as recorded.
-#[derive(Debug, Clone)]
-pub struct AuditRecord<'a> {
-    pub at: i64,
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub count: Option<i64>,
-    pub detail: serde_json::Value,
-}
-
-impl Db {
+impl SqliteDb {
     /// A stored session's data (JSON) unless it expired before `now` (epoch ms).
     /// Returns the data and its expiry (epoch ms).
     pub async fn load_session(&self, id: &str, now: i64) -> sqlx::Result<Option<(String, i64)>> {
@@ -165,37 +156,5 @@ impl Db {
             }
         }
         Ok(series)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn samples_keep_the_peak_of_each_minute_and_leave_gaps() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let (db, _w) = super::super::open(&url, std::time::Duration::from_secs(5))
-            .await
-            .expect("open");
-        db.record_samples(1000, &[("q".into(), 3)])
-            .await
-            .expect("write");
-        db.record_samples(1000, &[("q".into(), 1)])
-            .await
-            .expect("write");
-        db.record_samples(1002, &[("q".into(), 4)])
-            .await
-            .expect("write");
-        let series = db.samples(1002).await.expect("read");
-        let q = &series["q"];
-        assert_eq!(q.len(), SPARKLINE_MINUTES as usize);
-        assert_eq!(&q[q.len() - 3..], &[Some(3), None, Some(4)]);
-        // Samples older than two sparklines are pruned.
-        db.record_samples(1000 + 3 * SPARKLINE_MINUTES, &[("q".into(), 0)])
-            .await
-            .expect("write");
-        assert!(db.samples(1002).await.expect("read").is_empty());
     }
 }

@@ -7,36 +7,17 @@ use sqlx::{Connection as _, SqliteConnection};
 
 use super::{
     add_totals,
-    work::{dead_among, ON_REFILE, QUEUE_OF_PAYLOAD},
-    Db,
+    work::{claimed_event, dead_among, ON_REFILE, QUEUE_OF_PAYLOAD},
+    SqliteDb,
 };
-use crate::server::domain::{ClaimedEvent, DeliveryOutcome};
+use crate::server::{
+    domain::{ClaimedEvent, DeliveryOutcome},
+    store::records::{DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
+};
 
-/// Events queued per transaction by [`Db::queue_for_forwarding`].
-const QUEUE_CHUNK: i64 = 5000;
 
-/// How a completion of deliveries went.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveriesCompleted {
-    pub delivered: u64,
-    pub retried: u64,
-    pub dead: u64,
-    /// Whose lease had expired and was claimed again: nothing was recorded for them.
-    pub lost_lease: u64,
-}
 
-/// Deliveries still to make.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryCounts {
-    /// Waiting for their first or next attempt (includes `retrying`).
-    pub waiting: i64,
-    /// Failed at least once and waiting for the next attempt.
-    pub retrying: i64,
-    /// Being sent now, under a lease.
-    pub sending: i64,
-}
-
-impl Db {
+impl SqliteDb {
     /// Leases up to `limit` due deliveries until `now + lease_ms` under `token`: first those
     /// whose lease expired (a send that never finished: the process stopped), then pending
     /// ones in due order. Each claim counts as an attempt.
@@ -85,7 +66,7 @@ impl Db {
             .fetch_all(&mut *tx)
             .await?;
             for row in &rows {
-                claimed.push(ClaimedEvent::from_row(row)?);
+                claimed.push(claimed_event(row)?);
             }
         }
         tx.commit().await?;

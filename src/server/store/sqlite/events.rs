@@ -1,8 +1,8 @@
 //! Read queries on the `events` table.
 
-use super::{Db, MIGRATOR};
+use super::{SqliteDb, MIGRATOR};
 
-impl Db {
+impl SqliteDb {
     /// Ready means: the database answers and every embedded migration has been applied.
     pub async fn is_ready(&self) -> sqlx::Result<bool> {
         let applied: i64 =

@@ -4,53 +4,29 @@
 use serde_json::{json, Value};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
-use super::{add_totals, stats, Db};
+use super::{add_totals, stats, SqliteDb};
+use crate::server::store::records::{
+    unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, BULK_CHUNK,
+};
 use crate::server::domain::{
     ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
     Selection,
 };
 
-impl ClaimedEvent {
-    pub(super) fn from_row(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
-        Ok(ClaimedEvent {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            event_type: row.try_get("event_type")?,
-            payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
-            attempts: row.try_get("attempts")?,
-            received_at: row.try_get("received_at")?,
-        })
-    }
+/// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
+pub(super) fn claimed_event(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<ClaimedEvent> {
+    Ok(ClaimedEvent {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
+        attempts: row.try_get("attempts")?,
+        received_at: row.try_get("received_at")?,
+    })
 }
 
-/// A claimed batch.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    pub events: Vec<ClaimedEvent>,
-    /// Events dead-lettered at this claim because their last allowed claim never finished.
-    pub abandoned: u64,
-}
 
-/// What [`Db::complete_inline`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct InlineApplied {
-    pub done: u64,
-    pub dead: u64,
-    /// Left pending and due now, for the workers.
-    pub for_workers: u64,
-}
-
-/// How a batch completion went.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Completed {
-    pub done: u64,
-    pub retried: u64,
-    pub dead: u64,
-    /// Events whose lease had been lost (expired and re-claimed): nothing was applied.
-    pub lost_lease: u64,
-}
-
-impl Db {
+impl SqliteDb {
     /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
     /// transaction, leasing them until `now + lease_ms` under `token`.
     ///
@@ -99,7 +75,7 @@ impl Db {
         tx.commit().await?;
         let events = rows
             .iter()
-            .map(ClaimedEvent::from_row)
+            .map(claimed_event)
             .collect::<sqlx::Result<_>>()?;
         Ok(Claimed {
             events,
@@ -241,7 +217,7 @@ impl Db {
     }
 
     /// Due events never attempted, for a worker whose processor is pure (see
-    /// [`Db::complete_inline`]): read without the write lock and without a lease, since
+    /// [`SqliteDb::complete_inline`]): read without the write lock and without a lease, since
     /// completing them changes only rows still in this state. `part` of `parts` splits them
     /// between the workers.
     pub async fn due_fresh(
@@ -263,7 +239,7 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(ClaimedEvent::from_row).collect()
+        rows.iter().map(claimed_event).collect()
     }
 
     /// Gives back leases still held under `token` (shutdown): the claim does not count as an
@@ -345,14 +321,6 @@ impl Db {
     }
 }
 
-/// The processing state of one event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventState {
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub errors: Vec<serde_json::Value>,
-}
 
 /// Which due events a claim takes.
 enum Due {
@@ -360,7 +328,7 @@ enum Due {
     ExpiredLease,
 }
 
-/// [`Db::complete_inline`] inside a transaction the caller holds (the writer's own, too).
+/// [`SqliteDb::complete_inline`] inside a transaction the caller holds (the writer's own, too).
 pub(crate) async fn apply_verdicts(
     tx: &mut SqliteConnection,
     verdicts: &[(String, Result<Effect, ProcessError>)],
@@ -461,13 +429,6 @@ pub(super) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
         .collect()
 }
 
-/// Why an update without a queue could not be applied.
-fn unknown_conversation_reason(conversation: &str) -> String {
-    format!(
-        "conversation `{conversation}` is not known in any queue yet: an event naming its \
-         queue (`data.queueId`) must come first"
-    )
-}
 
 /// Leases up to `limit` due events of one kind under `token`.
 async fn claim(
@@ -552,16 +513,16 @@ fn file_dead_letters_sql(rest: &str) -> String {
     )
 }
 
-impl DeadLetterFilter {
-    fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {
+fn push_filter(filter: &DeadLetterFilter, q: &mut QueryBuilder<Sqlite>) {
+    {
         q.push(" WHERE 1 = 1");
-        if let Some(t) = &self.event_type {
+        if let Some(t) = &filter.event_type {
             q.push(" AND event_type = ").push_bind(t.clone());
         }
-        if let Some(queue) = &self.queue {
+        if let Some(queue) = &filter.queue {
             q.push(" AND queue_id = ").push_bind(queue.clone());
         }
-        if let Some(text) = &self.error {
+        if let Some(text) = &filter.error {
             let escaped = text
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
@@ -570,13 +531,13 @@ impl DeadLetterFilter {
                 .push_bind(format!("%{escaped}%"))
                 .push(" ESCAPE '\\'");
         }
-        if let Some(since) = self.since {
+        if let Some(since) = filter.since {
             q.push(" AND dead_at >= ").push_bind(since);
         }
-        if let Some(until) = self.until {
+        if let Some(until) = filter.until {
             q.push(" AND dead_at < ").push_bind(until);
         }
-        if let Some(stage) = &self.stage {
+        if let Some(stage) = &filter.stage {
             q.push(" AND stage = ").push_bind(stage.clone());
         }
     }
@@ -618,7 +579,7 @@ enum PageBy<'a> {
     },
 }
 
-impl Db {
+impl SqliteDb {
     /// Dead letters newest first, by offset (the admin API and CLI).
     pub async fn list_dead_letters(
         &self,
@@ -656,14 +617,14 @@ impl Db {
         page: PageBy<'_>,
     ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
         let mut count = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters");
-        filter.push_where(&mut count);
+        push_filter(filter, &mut count);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         let mut list = QueryBuilder::new(
             "SELECT id, event_type, queue_id, attempts, last_error, errors, received_at, dead_at,
                     stage
                FROM dead_letters",
         );
-        filter.push_where(&mut list);
+        push_filter(filter, &mut list);
         match page {
             PageBy::Offset { limit, offset } => {
                 list.push(" ORDER BY dead_at DESC, id LIMIT ")
@@ -787,7 +748,7 @@ impl Db {
         after: &str,
     ) -> sqlx::Result<Option<Vec<String>>> {
         let mut query = QueryBuilder::new("SELECT id FROM dead_letters");
-        selection.push_where(&mut query);
+        push_selection(selection, &mut query);
         query
             .push(" AND id > ")
             .push_bind(after.to_owned())
@@ -798,18 +759,16 @@ impl Db {
     }
 }
 
-/// Dead letters changed per transaction by bulk replay and discard.
-pub const BULK_CHUNK: i64 = 500;
 
-impl Selection {
-    fn push_where(&self, q: &mut QueryBuilder<Sqlite>) {
-        match self {
+fn push_selection(selection: &Selection, q: &mut QueryBuilder<Sqlite>) {
+    {
+        match selection {
             Selection::Ids(ids) => {
                 q.push(" WHERE id IN (SELECT value FROM json_each(")
                     .push_bind(json!(ids).to_string())
                     .push("))");
             }
-            Selection::Filter(filter) => filter.push_where(q),
+            Selection::Filter(filter) => push_filter(filter, q),
         }
     }
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests and benchmarks, from Debian's `postgresql`
+# package (installed if missing): its own data directory and a unix socket under DIR, no TCP.
+#   scripts/pg-cluster.sh start DIR   prints the database URL to use (postgres://…?host=DIR)
+#   scripts/pg-cluster.sh stop DIR    stops it and removes DIR
+# FSYNC=off (the default here) trades durability for speed: for tests only. Benchmarks pass
+# FSYNC=on so a commit means what it means in production.
+set -euo pipefail
+cmd=${1:?start|stop}
+dir=${2:?directory for the cluster}
+fsync=${FSYNC:-off}
+
+say() { printf '==> %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+# initdb and postgres refuse to run as root: run them as the `postgres` user then.
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+case "$cmd" in
+  start)
+    if ! bindir >/dev/null; then
+      say "installing Debian's postgresql package (once)"
+      as_root apt-get update >&2
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y postgresql >&2
+    fi
+    bin=$(bindir)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres "$dir"
+      # The postgres user must be able to reach DIR.
+      d=$dir
+      while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+    fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      as_owner "$bin/initdb" -D "$dir/data" -U gc_status --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
+        -o "-k $dir -c listen_addresses= -c fsync=$fsync -c full_page_writes=$fsync \
+            -c max_connections=400 -c shared_buffers=256MB" >/dev/null
+    fi
+    echo "postgres://gc_status@localhost/postgres?host=$dir"
+    ;;
+  stop)
+    if [ -d "$dir/data" ] && bin=$(bindir); then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,166 @@
+//! What the store takes and hands back, whatever the backend: batches claimed and completed,
+//! counts, the statistics window, and the pure logic both backends share.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{Map, Value};
+
+use crate::{model::QueueStatus, server::domain::ClaimedEvent};
+
+/// A claimed batch.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub events: Vec<ClaimedEvent>,
+    /// Events dead-lettered at this claim because their last allowed claim never finished.
+    pub abandoned: u64,
+}
+
+/// What `complete_inline` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InlineApplied {
+    pub done: u64,
+    pub dead: u64,
+    /// Left pending and due now, for the workers.
+    pub for_workers: u64,
+}
+
+/// How a batch completion went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    pub done: u64,
+    pub retried: u64,
+    pub dead: u64,
+    /// Events whose lease had been lost (expired and re-claimed): nothing was applied.
+    pub lost_lease: u64,
+}
+
+/// The processing state of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventState {
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub errors: Vec<serde_json::Value>,
+}
+
+/// Why an update without a queue could not be applied.
+pub fn unknown_conversation_reason(conversation: &str) -> String {
+    format!(
+        "conversation `{conversation}` is not known in any queue yet: an event naming its \
+         queue (`data.queueId`) must come first"
+    )
+}
+
+/// Dead letters changed per transaction by bulk replay and discard.
+pub const BULK_CHUNK: i64 = 500;
+
+/// Events queued per transaction by `queue_for_forwarding`.
+pub const QUEUE_CHUNK: i64 = 5000;
+
+/// How a completion of deliveries went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveriesCompleted {
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead: u64,
+    /// Whose lease had expired and was claimed again: nothing was recorded for them.
+    pub lost_lease: u64,
+}
+
+/// Deliveries still to make.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    /// Waiting for their first or next attempt (includes `retrying`).
+    pub waiting: i64,
+    /// Failed at least once and waiting for the next attempt.
+    pub retrying: i64,
+    /// Being sent now, under a lease.
+    pub sending: i64,
+}
+
+/// How many minutes of samples a sparkline shows.
+pub const SPARKLINE_MINUTES: i64 = 60;
+
+/// One admin action, as recorded.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    pub at: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub count: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// The queues each conversation is known in.
+pub type Routes = HashMap<String, BTreeSet<String>>;
+
+/// The time frame and sources for reading queue statistics.
+#[derive(Debug, Clone)]
+pub struct StatsWindow<'a> {
+    pub now: i64,
+    /// Start and end of "today" in the configured time zone (epoch ms).
+    pub day_start: i64,
+    pub day_end: i64,
+    /// Observations newer than this are authoritative.
+    pub fresh_after: i64,
+    /// Open conversations whose last milestone is older than this lost their end event:
+    /// they no longer count as waiting or interacting.
+    pub open_since: i64,
+    /// Names from the configured names file.
+    pub names: &'a HashMap<String, String>,
+}
+
+/// Done events re-applied per transaction by a rebuild.
+pub const REBUILD_CHUNK: i64 = 1000;
+
+/// Overlays fresh observation figures (one map per media type) on a queue's status.
+pub fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
+    let sum = |key: &str| -> Option<i64> {
+        let values: Vec<i64> = per_media
+            .iter()
+            .filter_map(|f| f.get(key)?.as_i64())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let mean = |key: &str| -> Option<f64> {
+        let values: Vec<f64> = per_media
+            .iter()
+            .filter_map(|f| f.get(key)?.as_f64())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    status.source = "observations".into();
+    if let Some(v) = sum("waiting") {
+        status.waiting = v;
+    }
+    if let Some(v) = sum("interacting") {
+        status.interacting = v;
+    }
+    status.alerting = sum("alerting");
+    status.offered = sum("offered");
+    if let Some(v) = sum("answered") {
+        status.answered = v;
+    }
+    if let Some(v) = sum("abandoned") {
+        status.abandoned = v;
+    }
+    if let Some(v) = per_media
+        .iter()
+        .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
+        .max()
+    {
+        status.longest_waiting_ms = Some(v);
+    }
+    if let Some(v) = mean("average_wait_ms") {
+        status.average_wait_ms = Some(v);
+    }
+    status.service_level = mean("service_level");
+    for figures in per_media {
+        if let Some(users) = figures.get("on_queue_users").and_then(Value::as_object) {
+            for (qualifier, n) in users {
+                *status.on_queue_users.entry(qualifier.clone()).or_default() +=
+                    n.as_i64().unwrap_or(0);
+            }
+        }
+    }
+}
