@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up what is missing, then runs every test: unit and integration tests (cargo test), then
-# the browser tests (Playwright + Chromium) against the release binary.
+# Sets up what is missing, then runs every test: unit and integration tests (cargo test) on
+# SQLite and again on PostgreSQL (a throwaway cluster, removed afterwards), then the browser
+# tests (Playwright + Chromium) against the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -15,6 +16,17 @@ cargo clippy --release --lib --target wasm32-unknown-unknown --no-default-featur
 # One release build serves everything: cargo-leptos's site, `cargo test` and Playwright.
 # --split: the admin pages' code is loaded only when they are opened (lazy routes).
 cargo leptos build --release --split
-cargo test --release --features ssr
+
+# A throwaway PostgreSQL cluster (Debian's package, a unix socket, fsync off) for the tests
+# that need one and for the suite's second run; stopped and removed whatever happens.
+pg_dir="$PWD/target/tmp/pg-test-$$"
+trap 'scripts/pg-cluster.sh stop "$pg_dir"' EXIT
+GC_STATUS_TEST_POSTGRES=$(scripts/pg-cluster.sh start "$pg_dir")
+export GC_STATUS_TEST_POSTGRES
+
+echo "==> tests on SQLite"
+GC_STATUS_TEST_BACKEND=sqlite cargo test --release --features ssr
+echo "==> tests on PostgreSQL"
+GC_STATUS_TEST_BACKEND=postgres cargo test --release --features ssr --lib --tests
 (cd end2end && npx playwright test)
 echo "==> all tests passed"

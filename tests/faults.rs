@@ -105,7 +105,10 @@ async fn an_unreachable_postgresql_server_stops_the_start_saying_where_without_t
     config.store_timeout_ms = 1_000;
     let err = Application::build(config).await.err().expect("refused");
     let message = format!("{err:#}");
-    assert!(message.contains("cannot connect to PostgreSQL"), "{message}");
+    assert!(
+        message.contains("cannot connect to PostgreSQL"),
+        "{message}"
+    );
     assert!(message.contains("127.0.0.1:9"), "{message}");
     assert!(
         !message.contains("secret"),

@@ -1,6 +1,7 @@
 //! Test harness: the real application on a random port with a fresh database: a SQLite file,
-//! or, when `GC_STATUS_TEST_POSTGRES` names a PostgreSQL server, a new database on it (the
-//! same suite then runs against that backend; `scripts/test.sh` runs it both ways).
+//! or, with `GC_STATUS_TEST_BACKEND=postgres`, a new database on the PostgreSQL server
+//! `GC_STATUS_TEST_POSTGRES` names (the same suite then runs against that backend;
+//! `scripts/test.sh` runs it both ways).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::{
@@ -31,20 +32,36 @@ pub fn database_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("gc-status.db").display())
 }
 
-/// The PostgreSQL server the suite runs against, if any.
+/// The PostgreSQL server for tests (`GC_STATUS_TEST_POSTGRES`), if any.
 pub fn postgres_server() -> Option<String> {
     std::env::var("GC_STATUS_TEST_POSTGRES")
         .ok()
         .filter(|s| !s.is_empty())
 }
 
+/// Whether the suite runs against PostgreSQL (`GC_STATUS_TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("GC_STATUS_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A new, empty PostgreSQL database for a test that needs one whatever the backend under
+/// test (several replicas, the copy from SQLite).
+pub async fn new_postgres_database() -> String {
+    let server = postgres_server().expect(
+        "GC_STATUS_TEST_POSTGRES must name a PostgreSQL server for this test: \
+         scripts/test.sh starts a throwaway one (scripts/pg-cluster.sh start DIR prints its URL)",
+    );
+    gc_status::server::store::create_test_database(&server)
+        .await
+        .expect("create a PostgreSQL test database")
+}
+
 /// A URL for a new, empty database on the backend under test (a file in `dir` for SQLite).
 pub async fn fresh_database_url(dir: &Path) -> String {
-    match postgres_server() {
-        Some(server) => gc_status::server::store::create_test_database(&server)
-            .await
-            .expect("create a PostgreSQL test database"),
-        None => database_url(dir),
+    if on_postgres() {
+        new_postgres_database().await
+    } else {
+        database_url(dir)
     }
 }
 

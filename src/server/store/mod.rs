@@ -11,12 +11,12 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::Value;
 
+use self::writer::{NewEvent, Receipt};
 pub use self::{
     postgres::{create_test_database, PgDb},
     records::*,
     sqlite::{SqliteDb, WriteGate},
 };
-use self::writer::{NewEvent, Receipt};
 use crate::{
     model::{AuditEntry, EventCounts, QueueStatus},
     server::domain::{
@@ -506,16 +506,18 @@ pub(crate) struct TestStore {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// A fresh, migrated database for a unit test on the backend under test: PostgreSQL when
-/// `GC_STATUS_TEST_POSTGRES` names a server (a new database on it per test), else SQLite.
+/// A fresh, migrated database for a unit test on the backend under test: with
+/// `GC_STATUS_TEST_BACKEND=postgres`, a new database on the server `GC_STATUS_TEST_POSTGRES`
+/// names; else a SQLite file.
 #[cfg(test)]
 pub(crate) async fn test_store() -> (TestStore, Db, WriterConn) {
     let options = OpenOptions {
         pool_size: 4,
         ..OpenOptions::default()
     };
+    let backend = std::env::var("GC_STATUS_TEST_BACKEND").unwrap_or_default();
     match std::env::var("GC_STATUS_TEST_POSTGRES") {
-        Ok(server) if !server.is_empty() => {
+        Ok(server) if backend == "postgres" => {
             let url = postgres::create_test_database(&server)
                 .await
                 .expect("create a test database");

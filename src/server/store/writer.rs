@@ -147,7 +147,6 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 const FILE_GONE: &str =
     "the database file was removed or replaced; restore it and restart gc-status";
 
-
 impl IngestWriter {
     /// Starts the writer task. It stops after every handle is dropped and the queue is drained.
     /// Every transaction enters `gate` first. After each commit, `committed` is notified (workers wake) and `ingested` counts the
@@ -532,9 +531,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_larger_than_one_statement_is_stored_whole() {
         let (_dir, db, mut conn) = temp_store().await;
-        let events: Vec<NewEvent> = (0..1_000)
-            .map(|i| event(&format!("e{i}")))
-            .collect();
+        let events: Vec<NewEvent> = (0..1_000).map(|i| event(&format!("e{i}"))).collect();
         let stored = receipts(&mut conn, &events).await.expect("insert");
         assert!(stored.iter().all(|r| r.stored == Stored::New));
         assert_eq!(db.event_ids().await.expect("ids").len(), events.len());

@@ -38,12 +38,14 @@ impl PgDb {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(status, attempts, next_attempt_at, errors)| EventState {
-            status,
-            attempts,
-            next_attempt_at,
-            errors: serde_json::from_str(&errors).unwrap_or_default(),
-        }))
+        Ok(
+            row.map(|(status, attempts, next_attempt_at, errors)| EventState {
+                status,
+                attempts,
+                next_attempt_at,
+                errors: serde_json::from_str(&errors).unwrap_or_default(),
+            }),
+        )
     }
 
     /// Recounts the maintained totals from the tables (part of `rebuild-stats`).

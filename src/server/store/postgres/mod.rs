@@ -190,7 +190,9 @@ pub async fn create_test_database(server_url: &str) -> anyhow::Result<String> {
 
 /// `url` naming the database `name` instead (query parameters, such as `host`, kept).
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
     let path_start = base[authority_start..]
         .find('/')

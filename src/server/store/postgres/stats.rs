@@ -171,8 +171,7 @@ pub async fn apply<'a>(
     }
     if !conversations.is_empty() {
         let mut columns: (Vec<String>, Vec<String>, Vec<Option<String>>) = Default::default();
-        let mut times: (Vec<Option<i64>>, Vec<Option<i64>>, Vec<Option<i64>>) =
-            Default::default();
+        let mut times: (Vec<Option<i64>>, Vec<Option<i64>>, Vec<Option<i64>>) = Default::default();
         let mut outcomes: Vec<Option<String>> = Vec::new();
         for ((queue, conversation), m) in conversations {
             columns.0.push(queue);

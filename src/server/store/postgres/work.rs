@@ -1,7 +1,7 @@
 //! The work queue on the `events` table: claim under a lease with `FOR UPDATE SKIP LOCKED`,
 //! complete, retry, dead-letter, release, prune; and the dead letters.
 
-use sqlx::{postgres::PgRow, PgConnection, QueryBuilder, Postgres, Row as _};
+use sqlx::{postgres::PgRow, PgConnection, Postgres, QueryBuilder, Row as _};
 
 use super::{events::add_totals, pg_text, stats, PgDb};
 use crate::server::{
@@ -9,9 +9,7 @@ use crate::server::{
         ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
         Selection,
     },
-    store::records::{
-        unknown_conversation_reason, Claimed, Completed, InlineApplied, BULK_CHUNK,
-    },
+    store::records::{unknown_conversation_reason, Claimed, Completed, InlineApplied, BULK_CHUNK},
 };
 
 /// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
@@ -459,10 +457,12 @@ async fn file_dead_letters(tx: &mut PgConnection, seqs: &[i64], now: i64) -> sql
 fn push_filter(filter: &DeadLetterFilter, q: &mut QueryBuilder<Postgres>) {
     q.push(" WHERE true");
     if let Some(t) = &filter.event_type {
-        q.push(" AND event_type = ").push_bind(pg_text(t).into_owned());
+        q.push(" AND event_type = ")
+            .push_bind(pg_text(t).into_owned());
     }
     if let Some(queue) = &filter.queue {
-        q.push(" AND queue_id = ").push_bind(pg_text(queue).into_owned());
+        q.push(" AND queue_id = ")
+            .push_bind(pg_text(queue).into_owned());
     }
     if let Some(text) = &filter.error {
         let escaped = pg_text(text)
@@ -480,7 +480,8 @@ fn push_filter(filter: &DeadLetterFilter, q: &mut QueryBuilder<Postgres>) {
         q.push(" AND dead_at < ").push_bind(until);
     }
     if let Some(stage) = &filter.stage {
-        q.push(" AND stage = ").push_bind(pg_text(stage).into_owned());
+        q.push(" AND stage = ")
+            .push_bind(pg_text(stage).into_owned());
     }
 }
 

@@ -15,8 +15,6 @@ use crate::server::{
     store::records::{DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
 };
 
-
-
 impl SqliteDb {
     /// Leases up to `limit` due deliveries until `now + lease_ms` under `token`: first those
     /// whose lease expired (a send that never finished: the process stopped), then pending

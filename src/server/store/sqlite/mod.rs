@@ -10,7 +10,6 @@ mod work;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
-
 use anyhow::Context as _;
 use sqlx::{
     pool::PoolConnection,

@@ -10,7 +10,6 @@ use crate::{
     server::store::records::{AuditRecord, SPARKLINE_MINUTES},
 };
 
-
 impl SqliteDb {
     /// A stored session's data (JSON) unless it expired before `now` (epoch ms).
     /// Returns the data and its expiry (epoch ms).

@@ -12,7 +12,6 @@ use crate::{
     server::domain::Effect,
 };
 
-
 /// Where the conversation updates among `effects` that name no queue apply: the queues where
 /// their conversation is already stored, or named by another update in `effects`. A
 /// conversation missing from the result is known nowhere.
@@ -146,7 +145,6 @@ pub async fn apply<'a>(
     }
     Ok(())
 }
-
 
 impl SqliteDb {
     /// How many events are in each state. Open states are counted over the status index
@@ -357,5 +355,3 @@ impl SqliteDb {
         Ok(done.rows_affected())
     }
 }
-
-

@@ -5,12 +5,12 @@ use serde_json::{json, Value};
 use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use super::{add_totals, stats, SqliteDb};
-use crate::server::store::records::{
-    unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, BULK_CHUNK,
-};
 use crate::server::domain::{
     ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
     Selection,
+};
+use crate::server::store::records::{
+    unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, BULK_CHUNK,
 };
 
 /// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
@@ -24,7 +24,6 @@ pub(super) fn claimed_event(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Claim
         received_at: row.try_get("received_at")?,
     })
 }
-
 
 impl SqliteDb {
     /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
@@ -321,7 +320,6 @@ impl SqliteDb {
     }
 }
 
-
 /// Which due events a claim takes.
 enum Due {
     Pending,
@@ -428,7 +426,6 @@ pub(super) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
         .map(|(seq, _)| *seq)
         .collect()
 }
-
 
 /// Leases up to `limit` due events of one kind under `token`.
 async fn claim(
@@ -758,7 +755,6 @@ impl SqliteDb {
         Ok((!ids.is_empty()).then_some(ids))
     }
 }
-
 
 fn push_selection(selection: &Selection, q: &mut QueryBuilder<Sqlite>) {
     {

@@ -1,0 +1,281 @@
+//! Several replicas of the real binary on one PostgreSQL database: one shared queue, each
+//! webhook stored once whichever replica took it, a killed replica's work finished by the other.
+//!
+//! Needs a PostgreSQL server (`GC_STATUS_TEST_POSTGRES`; `scripts/test.sh` starts one).
+
+mod common;
+
+use std::{collections::HashSet, process::Command, time::Duration};
+
+use common::*;
+use gc_status::server::{ingest::auth::sign_hex, store};
+
+/// POSTs a signed `body` to a replica; the status, or 0 when it is gone.
+async fn post(client: &reqwest::Client, addr: std::net::SocketAddr, body: &str) -> u16 {
+    client
+        .post(format!("http://{addr}{WEBHOOK_PATH}"))
+        .header("content-type", "application/json")
+        .header("x-gc-signature", sign_hex(SECRET, body.as_bytes()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn get_json(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> serde_json::Value {
+    client
+        .get(format!("http://{addr}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The queues part of a replica's status snapshot (rates and clocks left out).
+async fn queues(client: &reqwest::Client, addr: std::net::SocketAddr) -> serde_json::Value {
+    let mut snapshot = get_json(client, addr, "/api/v2/queues").await;
+    let mut queues = snapshot["queues"].take();
+    for q in queues.as_array_mut().into_iter().flatten() {
+        // How long the oldest caller has waited grows with the clock between two reads.
+        if let Some(q) = q.as_object_mut() {
+            q.remove("longest_waiting_ms");
+        }
+    }
+    queues
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
+    let database = new_postgres_database().await;
+    let dir = temp_dir();
+    let common_env = [
+        ("GC_STATUS_DATABASE_URL", database.as_str()),
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("GC_STATUS_LEASE_SECS", "2"),
+        ("GC_STATUS_RETRY_BASE_MS", "50"),
+        ("GC_STATUS_RETRY_CAP_MS", "200"),
+        ("GC_STATUS_STATUS_CACHE_MS", "0"),
+        ("GC_STATUS_DATABASE_POOL", "8"),
+    ];
+    // Replica A hangs on `x:poison` (as a worker stuck on a bad event would) and is killed
+    // there; replica B processes everything normally.
+    let mut env_a = common_env.to_vec();
+    env_a.push(("GC_STATUS_FAULT_HANG_ON_TYPE", "x:poison"));
+    env_a.push(("GC_STATUS_WORKERS", "1"));
+    let dir_a = dir.path().join("a");
+    let dir_b = dir.path().join("b");
+    std::fs::create_dir_all(&dir_a).expect("dir");
+    std::fs::create_dir_all(&dir_b).expect("dir");
+    let mut a = start_binary(&dir_a, &env_a).await;
+    let client = reqwest::Client::new();
+    let (db, _writer) = store::open(&database, Duration::from_secs(5))
+        .await
+        .expect("open the shared database");
+    let now = gc_status::server::worker::now_ms();
+
+    // Events for A's workers (B is not running yet): a poison one among ordinary ones, claimed
+    // by A's workers; A hangs on the poison event, holding the lease of its batch-mates too.
+    // Sent at once, so they are committed (and claimed) together.
+    let poison = r#"{"event":"x:poison","id":"poison-1","timestamp":"2026-11-30T10:00:00Z","data":{"queueId":"q-late"}}"#;
+    let mut bodies = vec![poison.to_owned()];
+    let posted: Vec<String> = (0..20).map(|i| format!("late-{i}")).collect();
+    for (i, id) in posted.iter().enumerate() {
+        bodies.push(conversation_event(
+            id,
+            "q-late",
+            &format!("cl-{i}"),
+            "queued",
+            now - 10_000,
+        ));
+    }
+    let statuses =
+        futures_util::future::join_all(bodies.iter().map(|b| post(&client, a.addr, b))).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    wait_until(
+        "replica A holds the poison event",
+        Duration::from_secs(20),
+        || async {
+            db.event_state("poison-1")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.status == "processing")
+        },
+    )
+    .await;
+
+    let mut b = start_binary(&dir_b, &common_env).await;
+
+    // Webhooks spread over both replicas, concurrently.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        let client = client.clone();
+        let state = ["queued", "connected", "disconnected"][i % 3];
+        let body = conversation_event(
+            &format!("e-{i}"),
+            &format!("q-{}", i % 5),
+            &format!("c-{}", i / 3),
+            state,
+            now - 60_000 + i as i64,
+        );
+        sends.spawn(async move { (format!("e-{i}"), post(&client, addr, &body).await) });
+    }
+    // The same delivery to both replicas at the same moment: stored once.
+    for i in 0..40 {
+        let body = conversation_event(
+            &format!("both-{i}"),
+            "q-both",
+            &format!("cb-{i}"),
+            "queued",
+            now - 30_000,
+        );
+        for addr in [a.addr, b.addr] {
+            let (client, body) = (client.clone(), body.clone());
+            sends.spawn(async move { (format!("both-{i}"), post(&client, addr, &body).await) });
+        }
+    }
+    let mut acknowledged = HashSet::new();
+    while let Some(sent) = sends.join_next().await {
+        let (id, status) = sent.expect("sender");
+        assert_eq!(status, 202, "{id} acknowledged");
+        acknowledged.insert(id);
+    }
+    let stored: HashSet<String> = db.event_ids().await.expect("ids").into_iter().collect();
+    assert_eq!(stored.len(), 361, "each event stored once");
+    assert!(
+        acknowledged.is_subset(&stored),
+        "every acknowledged event is stored under its own id"
+    );
+
+    a.child.kill().expect("SIGKILL replica A");
+    a.child.wait().expect("reap replica A");
+
+    // B takes over once the leases expire: every acknowledged event ends done or dead.
+    wait_until(
+        "replica B finished replica A's work",
+        Duration::from_secs(30),
+        || async {
+            let counts = db.event_counts().await.expect("counts");
+            counts.pending + counts.retrying + counts.processing == 0
+        },
+    )
+    .await;
+    let counts = db.event_counts().await.expect("counts");
+    assert_eq!(counts.total, 361);
+    assert_eq!(counts.done, 360, "{counts:?}");
+    assert_eq!(
+        counts.dead, 1,
+        "the poison event is a dead letter: {counts:?}"
+    );
+    for id in &posted {
+        let state = db.event_state(id).await.expect("state").expect("stored");
+        assert_eq!(state.status, "done", "{id}");
+    }
+
+    // The statistics B shows equal a rebuild from the stored events.
+    let live = queues(&client, b.addr).await;
+    assert!(
+        live.as_array().is_some_and(|q| q.len() == 7),
+        "queues q-0..q-4, q-both, q-late: {live}"
+    );
+    let rebuilt = Command::new(env!("CARGO_BIN_EXE_gc-status"))
+        .arg("rebuild-stats")
+        .env_clear()
+        .env("GC_STATUS_DATABASE_URL", &database)
+        .output()
+        .expect("run rebuild-stats");
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert_eq!(
+        queues(&client, b.addr).await,
+        live,
+        "statistics equal a rebuild"
+    );
+
+    // A replay from one replica (a second one running beside it) is processed once.
+    let mut a2 = start_binary(&dir_a, &common_env).await;
+    let letters = get_json(&client, a2.addr, "/api/v2/admin/dead-letters").await;
+    assert_eq!(letters["total"], 1, "{letters}");
+    let replay = client
+        .post(format!(
+            "http://{}/api/v2/admin/dead-letters/poison-1/replay",
+            a2.addr
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("replay");
+    assert!(replay.status().is_success(), "{}", replay.status());
+    wait_until(
+        "the replayed event is dead again",
+        Duration::from_secs(20),
+        || async {
+            db.event_state("poison-1")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.status == "dead")
+        },
+    )
+    .await;
+    let state = db
+        .event_state("poison-1")
+        .await
+        .expect("state")
+        .expect("stored");
+    assert_eq!(
+        state.attempts, 1,
+        "processed once after the replay: {state:?}"
+    );
+    let counts = db.event_counts().await.expect("counts");
+    assert_eq!((counts.done, counts.dead), (360, 1), "{counts:?}");
+
+    for replica in [&mut a2, &mut b] {
+        replica.child.kill().expect("stop");
+        let _ = replica.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn replicas_starting_together_apply_the_migrations_once() {
+    let database = new_postgres_database().await;
+    let dir = temp_dir();
+    let env = [
+        ("GC_STATUS_DATABASE_URL", database.as_str()),
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+    ];
+    let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("r{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    let mut replicas =
+        futures_util::future::join_all(dirs.iter().map(|d| start_binary(d, &env))).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("connect");
+    let (applied, versions): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("migrations");
+    assert_eq!(applied, versions, "each migration recorded once");
+    assert!(applied >= 1);
+    for replica in &mut replicas {
+        replica.child.kill().expect("stop");
+        let _ = replica.child.wait();
+    }
+}
