@@ -279,3 +279,110 @@ async fn replicas_starting_together_apply_the_migrations_once() {
         let _ = replica.child.wait();
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_database_copied_into_postgresql_carries_on_there() {
+    use gc_status::server::worker::now_ms;
+    // The file outlives the app: the copy reads it after the app stopped.
+    let dir = temp_dir();
+    let sqlite = spawn_on(&database_url(dir.path()), |_| {}).await;
+    let now = now_ms();
+    for i in 0..30 {
+        let state = ["queued", "connected", "disconnected"][i % 3];
+        let body = conversation_event(
+            &format!("s-{i}"),
+            &format!("q-{}", i % 3),
+            &format!("c-{}", i / 3),
+            state,
+            now - 60_000 + i as i64,
+        );
+        assert_eq!(sqlite.post_signed(&body).await.status(), 202);
+    }
+    let unknown = r#"{"event":"v2.users.u1.presence","id":"presence-1","timestamp":"2026-11-30T10:00:00Z","data":{}}"#;
+    assert_eq!(sqlite.post_signed(unknown).await.status(), 202);
+    sqlite
+        .worker
+        .run_until_idle_at(now_ms())
+        .await
+        .expect("process");
+    let before = (
+        sqlite.snapshot().await["queues"].clone(),
+        sqlite.db.event_counts().await.expect("counts"),
+        sqlite.db.event_ids().await.expect("ids"),
+    );
+    assert_eq!(before.1.dead, 1);
+    let sqlite_url = sqlite.database_url.clone();
+    sqlite.stop().await.expect("stops");
+
+    let postgres_url = new_postgres_database().await;
+    let copy = |to: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gc-status"))
+            .args(["copy-to-postgres", "--to", to])
+            .env_clear()
+            .env("GC_STATUS_DATABASE_URL", &sqlite_url)
+            .output()
+            .expect("run copy-to-postgres")
+    };
+    let output = copy(&postgres_url);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("copied 31 events, 1 dead letters"),
+        "{stdout}"
+    );
+
+    // A second copy into the same database changes nothing and says why.
+    let again = copy(&postgres_url);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let pg = spawn_on(&postgres_url, |_| {}).await;
+    let mut queues = pg.snapshot().await["queues"].clone();
+    let mut expected = before.0.clone();
+    for list in [&mut queues, &mut expected] {
+        for q in list.as_array_mut().into_iter().flatten() {
+            if let Some(q) = q.as_object_mut() {
+                // The clock moved, and the sampler has taken a sample since.
+                q.remove("longest_waiting_ms");
+                q.remove("history");
+            }
+        }
+    }
+    assert_eq!(queues, expected, "the same statistics");
+    assert_eq!(pg.db.event_counts().await.expect("counts"), before.1);
+    assert_eq!(
+        pg.db.event_ids().await.expect("ids"),
+        before.2,
+        "same events, same order"
+    );
+    // A redelivery of a copied event is still a duplicate; a new event comes after them all.
+    let redelivery = conversation_event("s-0", "q-0", "c-0", "queued", now - 60_000);
+    let ack: serde_json::Value = pg
+        .post_signed(&redelivery)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(ack["duplicate"], true, "{ack}");
+    assert_eq!(pg.post_signed(&simple_event("new-1")).await.status(), 202);
+    let ids = pg.db.event_ids().await.expect("ids");
+    assert_eq!(ids.len(), 32);
+    assert_eq!(ids.last().map(String::as_str), Some("new-1"));
+    // The dead letter came along, payload and all, and can be replayed.
+    let letter = pg
+        .db
+        .get_dead_letter("presence-1")
+        .await
+        .expect("read")
+        .expect("copied");
+    assert_eq!(letter.payload.as_deref(), Some(unknown));
+    pg.stop().await.expect("stops");
+}

@@ -1,5 +1,5 @@
-//! Operator commands on the same binary: `gc-status dlq …`, `gc-status rebuild-stats` and
-//! `gc-status forward`.
+//! Operator commands on the same binary: `gc-status dlq …`, `gc-status rebuild-stats`,
+//! `gc-status forward` and `gc-status copy-to-postgres`.
 //! They open the database directly (applying migrations), so no server needs to run.
 
 use std::io::{BufRead as _, Write as _};
@@ -28,6 +28,7 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
         }
         Command::Dlq { action } => dlq(&db, action).await,
         Command::Forward { since, until } => forward(&db, since, until.as_deref()).await,
+        Command::CopyToPostgres { to } => copy_to_postgres(config, &db, to).await,
     };
     db.close().await;
     result
@@ -54,6 +55,28 @@ fn selection(ids: &[String], all: bool, args: &DlqFilterArgs) -> anyhow::Result<
         (false, true) => bail!("give either ids or --all with filters, not both"),
         (true, false) => bail!("give the ids to act on, or --all (with optional filters)"),
     }
+}
+
+/// Copies the SQLite database into the PostgreSQL one at `to`.
+async fn copy_to_postgres(config: &Config, from: &Db, to: &str) -> anyhow::Result<()> {
+    if store::Backend::of(to)? != store::Backend::Postgres {
+        bail!("--to must name a PostgreSQL database (postgres://user:password@host/database)");
+    }
+    let (target, writer) = store::open(to, config.store_timeout()).await?;
+    drop(writer);
+    let copied = store::copy::sqlite_to_postgres(from, &target).await;
+    target.close().await;
+    let copied = copied?;
+    println!(
+        "copied {} events, {} dead letters, {} conversations and {} other rows into {}; \
+         start the replicas with GC_STATUS_DATABASE_URL set to it",
+        copied.events,
+        copied.dead_letters,
+        copied.conversations,
+        copied.other_rows,
+        store::redact_url(to)
+    );
+    Ok(())
 }
 
 /// Queues done events received in `[since, until)` for the sink.

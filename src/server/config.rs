@@ -369,6 +369,14 @@ pub enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Copy this SQLite database (GC_STATUS_DATABASE_URL) into an empty PostgreSQL database,
+    /// to run several replicas on it. Stop gc-status first; the copy is all or nothing.
+    CopyToPostgres {
+        /// The PostgreSQL database to copy into (postgres://user:password@host/database);
+        /// its tables are created if missing, and it must hold no events yet.
+        #[arg(long, env = "GC_STATUS_COPY_TO")]
+        to: String,
+    },
 }
 
 /// Which dead letters a CLI command applies to.

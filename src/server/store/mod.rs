@@ -2,6 +2,7 @@
 //! and the PostgreSQL backend (several replicas sharing one queue), each with its own SQL and
 //! its own migrations. Handlers, workers, pages and the CLI never know which one runs.
 
+pub mod copy;
 mod postgres;
 pub mod records;
 mod sqlite;

@@ -106,7 +106,7 @@ pub(super) fn retry_reason(e: &dyn sqlx::error::DatabaseError) -> Option<&'stati
 
 /// Text as PostgreSQL stores it: `text` cannot hold NUL, which a JSON string may carry
 /// (`\u0000`), so it becomes U+FFFD instead of failing the statement (and its batch).
-pub(super) fn pg_text(text: &str) -> Cow<'_, str> {
+pub(crate) fn pg_text(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
         Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
@@ -115,7 +115,7 @@ pub(super) fn pg_text(text: &str) -> Cow<'_, str> {
 }
 
 /// JSON for a `jsonb` parameter: `jsonb` refuses the `\u0000` escape, so it becomes U+FFFD.
-pub(super) fn pg_json(value: &serde_json::Value) -> String {
+pub(crate) fn pg_json(value: &serde_json::Value) -> String {
     let text = value.to_string();
     if text.contains("\\u0000") {
         text.replace("\\u0000", "\\ufffd")
@@ -125,6 +125,10 @@ pub(super) fn pg_json(value: &serde_json::Value) -> String {
 }
 
 impl PgDb {
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// This handle, queueing every event it marks done for the sink from now on (or not).
     pub fn with_forwarding(mut self, forwarding: bool) -> Self {
         self.forwarding = forwarding;

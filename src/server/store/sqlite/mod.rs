@@ -190,6 +190,10 @@ pub async fn open_with(
 }
 
 impl SqliteDb {
+    pub(in crate::server::store) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// This handle, queueing every event it marks done for the sink from now on (or not).
     pub fn with_forwarding(mut self, forwarding: bool) -> Self {
         self.forwarding = forwarding;
