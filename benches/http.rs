@@ -20,6 +20,12 @@
 //! - `drain-1m`: processing alone: a stored backlog of 1,000,000 mixed events, workers on;
 //! - `snapshot-5m` (not in the default set): the latency of one uncached status snapshot
 //!   with 5,000,000 events stored;
+//! - `postgres-1`, `postgres-2` (not in the default set): `shipped-mixed` on PostgreSQL with
+//!   one replica, and with two replicas on the same database (wrk's 64 connections split over
+//!   both, two wrk processes; the p99 is the worse of the two). The database is the server
+//!   `GC_STATUS_BENCH_POSTGRES` names, or else a local cluster started for the run from
+//!   Debian's package (`scripts/pg-cluster.sh`, fsync on, `synchronous_commit=on`): a commit
+//!   is as durable as in production;
 //! - `wallboard-50` (not in the default set): the server time of `GET /` with 50 active
 //!   queues, against `GET /healthz` in the same run as the baseline, and the gzipped size of
 //!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release --split`: what the wallboard downloads).
@@ -39,7 +45,7 @@ use std::{
 };
 
 use gc_status::server::ingest::auth::sign_hex;
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::{Connection as _, PgConnection, SqliteConnection};
 
 const SECRET: &str = "bench-secret";
 /// Events not yet done or dead.
@@ -137,7 +143,13 @@ impl Server {
             .expect("a free port")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let db_url = format!("sqlite://{}", dir.join("gc-status.db").display());
+        let db_url = env
+            .iter()
+            .find(|(k, _)| *k == "GC_STATUS_DATABASE_URL")
+            .map_or_else(
+                || format!("sqlite://{}", dir.join("gc-status.db").display()),
+                |(_, v)| (*v).to_owned(),
+            );
         let child = Command::new(env!("CARGO_BIN_EXE_gc-status"))
             .env_clear()
             .env("LEPTOS_SITE_ADDR", &addr)
@@ -206,12 +218,22 @@ struct Load {
 }
 
 fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path) -> Load {
+    wrk_with(addr, requests, duration, dir, CONNECTIONS)
+}
+
+fn wrk_with(
+    addr: &str,
+    requests: &Path,
+    duration: Duration,
+    dir: &Path,
+    connections: usize,
+) -> Load {
     let script = dir.join("signed.lua");
     std::fs::write(&script, WRK_SCRIPT).expect("write the wrk script");
     let output = Command::new("wrk")
         .args([
             "-t2",
-            &format!("-c{CONNECTIONS}"),
+            &format!("-c{connections}"),
             &format!("-d{}s", duration.as_secs()),
             "--timeout",
             "10s",
@@ -249,11 +271,133 @@ fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path) -> Load 
 }
 
 async fn count(db_url: &str, sql: &'static str) -> i64 {
+    if db_url.starts_with("postgres") {
+        let mut conn = PgConnection::connect(db_url).await.expect("open");
+        return sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+    }
     let mut conn = SqliteConnection::connect(db_url).await.expect("open");
     sqlx::query_scalar(sql)
         .fetch_one(&mut conn)
         .await
         .expect("count")
+}
+
+/// A PostgreSQL server for the `postgres-*` scenarios: `GC_STATUS_BENCH_POSTGRES`, or a local
+/// cluster started now (fsync on) and stopped when this is dropped.
+struct PostgresServer {
+    url: String,
+    cluster: Option<PathBuf>,
+}
+
+impl PostgresServer {
+    fn start() -> PostgresServer {
+        if let Ok(url) = std::env::var("GC_STATUS_BENCH_POSTGRES") {
+            return PostgresServer { url, cluster: None };
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("pg-bench-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster.sh");
+        let output = Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .env("FSYNC", "on")
+            .output()
+            .expect("run scripts/pg-cluster.sh");
+        assert!(
+            output.status.success(),
+            "cannot start PostgreSQL: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PostgresServer {
+            url: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            cluster: Some(dir),
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.cluster {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster.sh");
+            let _ = Command::new(script).arg("stop").arg(dir).status();
+        }
+    }
+}
+
+/// `shipped-mixed` on PostgreSQL with `replicas` replicas sharing one new database.
+async fn on_postgres(dir: &Path, duration: Duration, replicas: usize) -> Outcome {
+    let postgres = PostgresServer::start();
+    let database = gc_status::server::store::create_test_database(&postgres.url)
+        .await
+        .expect("create the bench database");
+    let needed = (duration.as_secs() as usize + 2) * 40_000;
+    let env = [("GC_STATUS_DATABASE_URL", database.as_str())];
+    let mut servers = Vec::new();
+    let mut files = Vec::new();
+    for r in 0..replicas {
+        let replica_dir = dir.join(format!("replica-{r}"));
+        std::fs::create_dir_all(&replica_dir).expect("dir");
+        let requests = replica_dir.join("requests.tsv");
+        // Every replica's events are distinct: `b-<replica>x-<n>`.
+        write_requests(
+            &requests,
+            needed / replicas,
+            Workload::Mixed,
+            &format!("b-{r}x"),
+        );
+        servers.push(Server::start(&replica_dir, &env));
+        files.push((replica_dir, requests));
+    }
+    let connections = CONNECTIONS / replicas;
+    let loads: Vec<Load> = std::thread::scope(|scope| {
+        let runs: Vec<_> = servers
+            .iter()
+            .zip(&files)
+            .map(|(server, (replica_dir, requests))| {
+                scope.spawn(move || {
+                    wrk_with(&server.addr, requests, duration, replica_dir, connections)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("wrk")).collect()
+    });
+    let load = Load {
+        accepted: loads.iter().map(|l| l.accepted).sum(),
+        other: loads.iter().map(|l| l.other).sum(),
+        per_second: loads.iter().map(|l| l.per_second).sum(),
+        p50_ms: loads.iter().map(|l| l.p50_ms).fold(0.0, f64::max),
+        p99_ms: loads.iter().map(|l| l.p99_ms).fold(0.0, f64::max),
+        max_ms: loads.iter().map(|l| l.max_ms).fold(0.0, f64::max),
+    };
+    let backlog = count(&database, OPEN_EVENTS).await;
+    let started = Instant::now();
+    while count(&database, OPEN_EVENTS).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the backlog does not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = started.elapsed();
+    let stored = count(&database, "SELECT COUNT(*) FROM events WHERE id LIKE 'b-%'").await;
+    assert!(
+        stored as u64 >= load.accepted,
+        "{} acknowledged but {stored} stored",
+        load.accepted
+    );
+    let note = format!(
+        "{replicas} replica(s); backlog {backlog} drained in {:.1} s; {stored} stored ≥ {} acknowledged; peak RSS {:.0} MiB",
+        drained.as_secs_f64(),
+        load.accepted,
+        servers.iter().map(Server::peak_rss_mib).fold(0.0, f64::max)
+    );
+    for server in servers {
+        server.stop();
+    }
+    Outcome { load, note }
 }
 
 /// Fills a fresh database with `n` stored events (`status`), as if received earlier.
@@ -489,6 +633,8 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
             true,
         ),
         "drain-1m" => return drain(dir.path()).await,
+        "postgres-1" => return on_postgres(dir.path(), duration, 1).await,
+        "postgres-2" => return on_postgres(dir.path(), duration, 2).await,
         "snapshot-5m" => return snapshot_cost(dir.path()).await,
         "wallboard-50" => return wallboard(dir.path()).await,
         other => panic!("unknown scenario {other}"),

@@ -80,6 +80,18 @@ struct Milestones {
     outcome: Option<String>,
 }
 
+/// Conversation rows column by column (PostgreSQL takes each column as an array).
+#[derive(Default)]
+struct ConversationColumns {
+    queue: Vec<String>,
+    conversation: Vec<String>,
+    media_type: Vec<Option<String>>,
+    queued_at: Vec<Option<i64>>,
+    answered_at: Vec<Option<i64>>,
+    ended_at: Vec<Option<i64>>,
+    outcome: Vec<Option<String>>,
+}
+
 /// The earlier of two optional times.
 fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
@@ -170,17 +182,15 @@ pub async fn apply<'a>(
         }
     }
     if !conversations.is_empty() {
-        let mut columns: (Vec<String>, Vec<String>, Vec<Option<String>>) = Default::default();
-        let mut times: (Vec<Option<i64>>, Vec<Option<i64>>, Vec<Option<i64>>) = Default::default();
-        let mut outcomes: Vec<Option<String>> = Vec::new();
+        let mut c = ConversationColumns::default();
         for ((queue, conversation), m) in conversations {
-            columns.0.push(queue);
-            columns.1.push(conversation);
-            columns.2.push(m.media_type);
-            times.0.push(m.queued_at);
-            times.1.push(m.answered_at);
-            times.2.push(m.ended_at);
-            outcomes.push(m.outcome);
+            c.queue.push(queue);
+            c.conversation.push(conversation);
+            c.media_type.push(m.media_type);
+            c.queued_at.push(m.queued_at);
+            c.answered_at.push(m.answered_at);
+            c.ended_at.push(m.ended_at);
+            c.outcome.push(m.outcome);
         }
         sqlx::query(
             "INSERT INTO conversations AS c (queue_id, conversation_id, media_type, queued_at,
@@ -196,13 +206,13 @@ pub async fn apply<'a>(
                                   ELSE coalesce(c.outcome, excluded.outcome) END,
                ended_at    = LEAST(c.ended_at, excluded.ended_at)",
         )
-        .bind(&columns.0)
-        .bind(&columns.1)
-        .bind(&columns.2)
-        .bind(&times.0)
-        .bind(&times.1)
-        .bind(&times.2)
-        .bind(&outcomes)
+        .bind(&c.queue)
+        .bind(&c.conversation)
+        .bind(&c.media_type)
+        .bind(&c.queued_at)
+        .bind(&c.answered_at)
+        .bind(&c.ended_at)
+        .bind(&c.outcome)
         .execute(&mut *tx)
         .await?;
     }
