@@ -482,3 +482,37 @@ async fn events_the_inline_applier_never_finished_are_taken_over_by_the_workers(
     );
     assert_eq!(app.queue("q-o").await["waiting"], 1);
 }
+
+#[tokio::test]
+async fn nul_escapes_in_ids_and_queues_are_stored_and_spoil_nothing_around_them() {
+    // JSON may carry `\u0000` in any string; PostgreSQL's text cannot hold NUL. The event is
+    // kept (with U+FFFD there), and the events committed in the same batch are unharmed.
+    let app = spawn_app().await;
+    let now = gc_status::server::worker::now_ms();
+    let odd = format!(
+        r#"{{"event":"conversation:updated","id":"nul\u0000id","timestamp":"{}","data":{{"state":"queued","queueId":"q\u0000x","conversationId":"c\u0000y","queueName":"Odd\u0000name"}}}}"#,
+        rfc3339(now)
+    );
+    let mut bodies = vec![odd.clone()];
+    bodies.extend((0..20).map(|i| simple_event(&format!("beside-{i}"))));
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| app.post_signed(b))).await;
+    assert!(
+        answers.iter().all(|r| r.status() == 202),
+        "{:?}",
+        answers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    let again: serde_json::Value = app.post_signed(&odd).await.json().await.expect("JSON");
+    assert_eq!(
+        again["duplicate"], true,
+        "its redelivery is recognised: {again}"
+    );
+    assert_eq!(app.stored_count().await, 21);
+    app.worker
+        .run_until_idle_at(now_ms())
+        .await
+        .expect("process");
+    let counts = app.db.event_counts().await.expect("counts");
+    assert_eq!((counts.done, counts.dead), (21, 0), "{counts:?}");
+    let queues = app.snapshot().await["queues"].clone();
+    assert_eq!(queues.as_array().map(Vec::len), Some(2), "{queues}");
+}

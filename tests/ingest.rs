@@ -273,29 +273,65 @@ async fn wrong_or_missing_content_type_gets_415() {
     assert_eq!(app.stored_count().await, 1);
 }
 
+/// Another connection holding the lock the writer needs, as another process or an admin's
+/// long transaction would: SQLite's write lock, or PostgreSQL's lock on `events`.
+enum Blocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Blocker {
+    async fn take(database_url: &str) -> Blocker {
+        if database_url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(database_url)
+                .await
+                .expect("open a second connection");
+            sqlx::query("BEGIN")
+                .execute(&mut conn)
+                .await
+                .expect("begin");
+            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock events against writes");
+            Blocker::Postgres(conn)
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(database_url)
+                .await
+                .expect("open a second connection");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("take the write lock");
+            Blocker::Sqlite(conn)
+        }
+    }
+
+    async fn release(self) {
+        let released = match self {
+            Blocker::Sqlite(mut conn) => sqlx::query("ROLLBACK").execute(&mut conn).await.map(drop),
+            Blocker::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.map(drop)
+            }
+        };
+        released.expect("release the lock");
+    }
+}
+
 #[tokio::test]
 async fn locked_database_gets_503_with_retry_after_and_recovers() {
-    let app = spawn_sqlite_app_with(|c| c.store_timeout_ms = 300).await;
+    let app = spawn_app_with(|c| c.store_timeout_ms = 300).await;
 
-    // Another process holding the write lock: the writer cannot commit.
-    let mut blocker = sqlx::SqliteConnection::connect(&app.database_url)
-        .await
-        .expect("open a second connection");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .expect("take the write lock");
-
+    // Another connection holding the lock: the writer cannot commit in time.
+    let blocker = Blocker::take(&app.database_url).await;
     let response = app.post_signed(&simple_event("locked-1")).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(json(response).await["error"], "storage_unavailable");
 
-    sqlx::query("ROLLBACK")
-        .execute(&mut blocker)
-        .await
-        .expect("release the lock");
-    // The sender's retry succeeds once the database is writable again.
+    blocker.release().await;
+    // The sender's retry succeeds once the database is writable again (on PostgreSQL the
+    // first attempt may have committed meanwhile: the retry is then its duplicate).
     let retry = app.post_signed(&simple_event("locked-1")).await;
     assert_eq!(retry.status(), 202);
     assert_eq!(app.stored_count().await, 1);
