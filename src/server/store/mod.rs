@@ -311,7 +311,14 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<DeadLetterPage> {
-        each_backend!(self.list_dead_letters(filter, limit, offset))
+        let page = PageBy::Offset { limit, offset };
+        let (items, total) = each_backend!(self.dead_letter_page(filter, page))?;
+        Ok(DeadLetterPage {
+            items,
+            total,
+            limit,
+            offset,
+        })
     }
 
     /// Dead letters newest first, strictly older than `before` when given (cursor pages).
@@ -321,21 +328,40 @@ impl Db {
         before: Option<(i64, &str)>,
         limit: i64,
     ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
-        each_backend!(self.dead_letters_before(filter, before, limit))
+        let page = PageBy::Cursor { before, limit };
+        each_backend!(self.dead_letter_page(filter, page))
     }
 
     pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
         each_backend!(self.get_dead_letter(id))
     }
 
-    /// Puts the selected dead letters back as pending, in short transactions.
+    /// Puts the selected dead letters back as pending with attempts reset.
+    ///
+    /// Works through the selection in chunks of [`BULK_CHUNK`], each its own short write
+    /// transaction, so a replay of 100,000 letters never holds a lock for long: webhooks
+    /// arriving meanwhile are acknowledged within their usual latency.
     pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
-        each_backend!(self.replay_dead_letters(selection, now))
+        let mut replayed = 0;
+        let mut after = String::new();
+        while let Some(ids) = each_backend!(self.next_selected(selection, &after))? {
+            after = ids.last().cloned().unwrap_or_default();
+            replayed += each_backend!(self.replay_chunk(&ids, now))?;
+        }
+        Ok(replayed)
     }
 
-    /// Deletes the selected dead letters for good, in short transactions.
+    /// Deletes the selected dead letters for good, in short transactions as replay does.
+    /// Their event rows stay as tombstones until retention, so a redelivery is still
+    /// recognised as a duplicate.
     pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
-        each_backend!(self.discard_dead_letters(selection))
+        let mut discarded = 0;
+        let mut after = String::new();
+        while let Some(ids) = each_backend!(self.next_selected(selection, &after))? {
+            after = ids.last().cloned().unwrap_or_default();
+            discarded += each_backend!(self.discard_chunk(&ids))?;
+        }
+        Ok(discarded)
     }
 
     // --- forwarding ---------------------------------------------------------------------
@@ -406,12 +432,36 @@ impl Db {
         each_backend!(self.queue_statuses(w))
     }
 
-    /// Recomputes all statistics from the done events (`interpret` gives an event's effect).
+    /// Recomputes all statistics from the done events. `interpret` returns the effect of a
+    /// stored event (`None` to skip it).
+    ///
+    /// The reset and each chunk of [`REBUILD_CHUNK`] events are separate short transactions,
+    /// so webhooks and workers keep their usual latency during a long rebuild. Merges are
+    /// idempotent, so events the workers complete meanwhile are counted once either way.
     pub async fn rebuild_stats(
         &self,
         interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
     ) -> sqlx::Result<u64> {
-        each_backend!(self.rebuild_stats(interpret))
+        each_backend!(self.reset_stats())?;
+        let mut after = 0i64;
+        let mut applied = 0u64;
+        loop {
+            let events = each_backend!(self.done_events_after(after, REBUILD_CHUNK))?;
+            let Some((last, ..)) = events.last() else {
+                break;
+            };
+            after = *last;
+            let effects: Vec<Effect> = events
+                .iter()
+                .filter_map(|(_, event_type, payload, received_at)| {
+                    interpret(event_type, payload, *received_at)
+                })
+                .collect();
+            applied += effects.len() as u64;
+            each_backend!(self.apply_effects(&effects))?;
+        }
+        self.recount_totals().await?;
+        Ok(applied)
     }
 
     /// Recounts the maintained totals from the tables (part of `rebuild-stats`).

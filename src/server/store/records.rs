@@ -1,7 +1,7 @@
 //! What the store takes and hands back, whatever the backend: batches claimed and completed,
 //! counts, the statistics window, and the pure logic both backends share.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -113,8 +113,53 @@ pub struct StatsWindow<'a> {
 /// Done events re-applied per transaction by a rebuild.
 pub const REBUILD_CHUNK: i64 = 1000;
 
+/// The status list from the conversations' figures (`queues`), the fresh observations
+/// (`observed`: queue id and figures as JSON text, one per media type) and the stored queue
+/// names (`named`, before the names file's): busiest first.
+pub fn assemble_statuses(
+    mut queues: BTreeMap<String, QueueStatus>,
+    observed: Vec<(String, String)>,
+    named: Vec<(String, String)>,
+    w: &StatsWindow<'_>,
+) -> Vec<QueueStatus> {
+    let mut fresh: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
+    for (queue_id, figures) in observed {
+        let figures: Map<String, Value> = serde_json::from_str(&figures).unwrap_or_default();
+        fresh.entry(queue_id).or_default().push(figures);
+    }
+    for (queue_id, per_media) in fresh {
+        let status = queues
+            .entry(queue_id.clone())
+            .or_insert_with(|| QueueStatus {
+                queue_id,
+                ..QueueStatus::default()
+            });
+        apply_observations(status, &per_media);
+    }
+    let named: HashMap<String, String> = named.into_iter().collect();
+    let mut list: Vec<QueueStatus> = queues
+        .into_values()
+        .map(|mut q| {
+            q.name = named
+                .get(&q.queue_id)
+                .or_else(|| w.names.get(&q.queue_id))
+                .cloned()
+                .unwrap_or_else(|| q.queue_id.clone());
+            q
+        })
+        .collect();
+    // Busiest first, so the queues that need attention lead the wallboard.
+    list.sort_by(|a, b| {
+        b.busyness()
+            .cmp(&a.busyness())
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.queue_id.cmp(&b.queue_id))
+    });
+    list
+}
+
 /// Overlays fresh observation figures (one map per media type) on a queue's status.
-pub fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
+fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
     let sum = |key: &str| -> Option<i64> {
         let values: Vec<i64> = per_media
             .iter()
@@ -163,4 +208,47 @@ pub fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Val
             }
         }
     }
+}
+
+/// How a page of dead letters is chosen.
+pub enum PageBy<'a> {
+    /// Newest first, by offset (the admin API and CLI).
+    Offset { limit: i64, offset: i64 },
+    /// Newest first (by dead-letter time, then id), strictly older than `before` when given:
+    /// cursor pagination that stays stable while letters arrive.
+    Cursor {
+        before: Option<(i64, &'a str)>,
+        limit: i64,
+    },
+}
+
+/// A stored event as a rebuild reads it: (seq, type, payload, received at).
+pub type StoredEvent = (i64, String, Vec<u8>, i64);
+
+/// The events of `changed` (seq, new status) that went to the dead letters.
+pub fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
+    changed
+        .iter()
+        .filter(|(_, status)| status == "dead")
+        .map(|(seq, _)| *seq)
+        .collect()
+}
+
+/// Sparkline series per queue from samples `(queue, minute, waiting)` of the
+/// [`SPARKLINE_MINUTES`] minutes from `first`, oldest first; `None` where no sample was taken.
+pub fn sparklines(
+    first: i64,
+    samples: Vec<(String, i64, i64)>,
+) -> HashMap<String, Vec<Option<i64>>> {
+    let mut series: HashMap<String, Vec<Option<i64>>> = HashMap::new();
+    for (queue, at, waiting) in samples {
+        let slot = usize::try_from(at - first).unwrap_or(0);
+        let points = series
+            .entry(queue)
+            .or_insert_with(|| vec![None; SPARKLINE_MINUTES as usize]);
+        if let Some(point) = points.get_mut(slot) {
+            *point = Some(waiting);
+        }
+    }
+    series
 }

@@ -6,12 +6,12 @@ use serde_json::Value;
 use super::{
     events::add_totals,
     pg_text,
-    work::{claimed_event, dead_among, ON_REFILE},
+    work::{claimed_event, ON_REFILE},
     PgDb,
 };
 use crate::server::{
     domain::{ClaimedEvent, DeliveryOutcome},
-    store::records::{DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
+    store::records::{dead_among, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
 };
 
 impl PgDb {

@@ -7,7 +7,7 @@ use sqlx::Row as _;
 use super::{pg_text, PgDb};
 use crate::{
     model::AuditEntry,
-    server::store::records::{AuditRecord, SPARKLINE_MINUTES},
+    server::store::records::{sparklines, AuditRecord, SPARKLINE_MINUTES},
 };
 
 impl PgDb {
@@ -145,16 +145,6 @@ impl PgDb {
         .bind(minute)
         .fetch_all(&self.pool)
         .await?;
-        let mut series: HashMap<String, Vec<Option<i64>>> = HashMap::new();
-        for (queue, at, waiting) in rows {
-            let slot = usize::try_from(at - first).unwrap_or(0);
-            let points = series
-                .entry(queue)
-                .or_insert_with(|| vec![None; SPARKLINE_MINUTES as usize]);
-            if let Some(point) = points.get_mut(slot) {
-                *point = Some(waiting);
-            }
-        }
-        Ok(series)
+        Ok(sparklines(first, rows))
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     model::{EventCounts, QueueStatus},
     server::{
         domain::Effect,
-        store::records::{apply_observations, Routes, StatsWindow, REBUILD_CHUNK},
+        store::records::{assemble_statuses, Routes, StatsWindow, StoredEvent},
     },
 };
 
@@ -343,92 +343,43 @@ impl PgDb {
         .bind(w.fresh_after)
         .fetch_all(&self.pool)
         .await?;
-        let mut fresh: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
-        for (queue_id, figures) in observed {
-            let figures: Map<String, Value> = serde_json::from_str(&figures).unwrap_or_default();
-            fresh.entry(queue_id).or_default().push(figures);
-        }
-        for (queue_id, per_media) in fresh {
-            let status = queues
-                .entry(queue_id.clone())
-                .or_insert_with(|| QueueStatus {
-                    queue_id,
-                    ..QueueStatus::default()
-                });
-            apply_observations(status, &per_media);
-        }
-
         let named: Vec<(String, String)> = sqlx::query_as("SELECT queue_id, name FROM queue_names")
             .fetch_all(&self.pool)
             .await?;
-        let named: HashMap<String, String> = named.into_iter().collect();
-        let mut list: Vec<QueueStatus> = queues
-            .into_values()
-            .map(|mut q| {
-                q.name = named
-                    .get(&q.queue_id)
-                    .or_else(|| w.names.get(&q.queue_id))
-                    .cloned()
-                    .unwrap_or_else(|| q.queue_id.clone());
-                q
-            })
-            .collect();
-        // Busiest first, so the queues that need attention lead the wallboard.
-        list.sort_by(|a, b| {
-            b.busyness()
-                .cmp(&a.busyness())
-                .then_with(|| a.name.cmp(&b.name))
-                .then_with(|| a.queue_id.cmp(&b.queue_id))
-        });
-        Ok(list)
+        Ok(assemble_statuses(queues, observed, named, w))
     }
 
-    /// Recomputes all statistics from the done events, in short transactions of
-    /// [`REBUILD_CHUNK`] (merges are idempotent, so events completed meanwhile count once).
-    pub async fn rebuild_stats(
-        &self,
-        interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
-    ) -> sqlx::Result<u64> {
-        {
-            let mut tx = self.pool.begin().await?;
-            for reset in [
-                "DELETE FROM conversations",
-                "DELETE FROM queue_observations",
-                "DELETE FROM queue_names",
-            ] {
-                sqlx::query(reset).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+    /// Empties the statistics tables (the start of a rebuild), in one transaction.
+    pub async fn reset_stats(&self) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for reset in [
+            "DELETE FROM conversations",
+            "DELETE FROM queue_observations",
+            "DELETE FROM queue_names",
+        ] {
+            sqlx::query(reset).execute(&mut *tx).await?;
         }
-        let mut after = 0i64;
-        let mut applied = 0u64;
-        loop {
-            let rows = sqlx::query(
-                "SELECT seq, event_type, payload, received_at FROM events
-                  WHERE status = 'done' AND seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(after)
-            .bind(REBUILD_CHUNK)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.try_get("seq")?;
-            let mut effects = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let event_type: &str = row.try_get("event_type")?;
-                let payload: &[u8] = row.try_get("payload")?;
-                if let Some(effect) = interpret(event_type, payload, row.try_get("received_at")?) {
-                    effects.push(effect);
-                }
-            }
-            applied += effects.len() as u64;
-            let mut tx = self.pool.begin().await?;
-            let routes = routes(&mut tx, effects.iter()).await?;
-            apply(&mut tx, effects.iter(), &routes).await?;
-            tx.commit().await?;
-        }
-        self.recount_totals().await?;
-        Ok(applied)
+        tx.commit().await
+    }
+
+    /// Up to `limit` done events after `seq`, in arrival order: (seq, type, payload, received).
+    pub async fn done_events_after(&self, seq: i64, limit: i64) -> sqlx::Result<Vec<StoredEvent>> {
+        sqlx::query_as(
+            "SELECT seq, event_type, payload, received_at FROM events
+              WHERE status = 'done' AND seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Merges `effects` into the statistics in one transaction.
+    pub async fn apply_effects(&self, effects: &[Effect]) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let routes = routes(&mut tx, effects.iter()).await?;
+        apply(&mut tx, effects.iter(), &routes).await?;
+        tx.commit().await
     }
 
     /// Forgets conversations that ended before `ended_before`, and open ones whose last

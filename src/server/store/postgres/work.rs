@@ -6,10 +6,12 @@ use sqlx::{postgres::PgRow, PgConnection, Postgres, QueryBuilder, Row as _};
 use super::{events::add_totals, pg_text, stats, PgDb};
 use crate::server::{
     domain::{
-        ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
-        Selection,
+        ClaimedEvent, DeadLetter, DeadLetterFilter, Effect, Outcome, ProcessError, Selection,
     },
-    store::records::{unknown_conversation_reason, Claimed, Completed, InlineApplied, BULK_CHUNK},
+    store::records::{
+        dead_among, unknown_conversation_reason, Claimed, Completed, InlineApplied, PageBy,
+        BULK_CHUNK,
+    },
 };
 
 /// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
@@ -388,15 +390,6 @@ async fn apply_verdicts(
     Ok(applied)
 }
 
-/// The events of `changed` (seq, new status) that went to the dead letters.
-pub(super) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
-    changed
-        .iter()
-        .filter(|(_, status)| status == "dead")
-        .map(|(seq, _)| *seq)
-        .collect()
-}
-
 /// Leases up to `limit` due events in `status` under `token`, skipping rows another replica
 /// holds: the claim token and lease are set in the same statement.
 async fn claim(
@@ -519,49 +512,9 @@ fn dead_letter(row: &PgRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
     })
 }
 
-/// How a page of dead letters is chosen.
-enum PageBy<'a> {
-    Offset {
-        limit: i64,
-        offset: i64,
-    },
-    Cursor {
-        before: Option<(i64, &'a str)>,
-        limit: i64,
-    },
-}
-
 impl PgDb {
-    /// Dead letters newest first, by offset (the admin API and CLI).
-    pub async fn list_dead_letters(
-        &self,
-        filter: &DeadLetterFilter,
-        limit: i64,
-        offset: i64,
-    ) -> sqlx::Result<DeadLetterPage> {
-        let (items, total) = self
-            .dead_letter_page(filter, PageBy::Offset { limit, offset })
-            .await?;
-        Ok(DeadLetterPage {
-            items,
-            total,
-            limit,
-            offset,
-        })
-    }
-
-    /// Dead letters newest first, strictly older than `before` when given.
-    pub async fn dead_letters_before(
-        &self,
-        filter: &DeadLetterFilter,
-        before: Option<(i64, &str)>,
-        limit: i64,
-    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
-        self.dead_letter_page(filter, PageBy::Cursor { before, limit })
-            .await
-    }
-
-    async fn dead_letter_page(
+    /// One page of the letters matching `filter`, and how many match in all.
+    pub async fn dead_letter_page(
         &self,
         filter: &DeadLetterFilter,
         page: PageBy<'_>,
@@ -616,71 +569,59 @@ impl PgDb {
         row.map(|r| dead_letter(&r, true)).transpose()
     }
 
-    /// Puts the selected dead letters back as pending with attempts reset, in short
-    /// transactions of [`BULK_CHUNK`].
-    pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
-        let mut replayed = 0;
-        let mut after = String::new();
-        while let Some(ids) = self.next_selected(selection, &after).await? {
-            after = ids.last().cloned().unwrap_or_default();
-            let mut tx = self.pool.begin().await?;
-            // Whoever deletes the letter replays it: an admin clicking replay on two replicas
-            // at once replays each event once.
-            let removed: Vec<String> =
-                sqlx::query_scalar("DELETE FROM dead_letters WHERE id = ANY($1) RETURNING id")
-                    .bind(&ids)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let revived = sqlx::query(
-                "UPDATE events
-                    SET status = 'pending', attempts = 0, next_attempt_at = $1,
-                        last_error = NULL, locked_until = NULL, claim_token = NULL
-                  WHERE id = ANY($2) AND status = 'dead'",
-            )
-            .bind(now)
-            .bind(&removed)
+    /// Puts the dead letters `ids` back as pending with attempts reset, in one transaction;
+    /// returns how many letters there were.
+    pub async fn replay_chunk(&self, ids: &[String], now: i64) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Whoever deletes the letter replays it: an admin clicking replay on two replicas at
+        // once replays each event once.
+        let removed: Vec<String> =
+            sqlx::query_scalar("DELETE FROM dead_letters WHERE id = ANY($1) RETURNING id")
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        let revived = sqlx::query(
+            "UPDATE events
+                SET status = 'pending', attempts = 0, next_attempt_at = $1,
+                    last_error = NULL, locked_until = NULL, claim_token = NULL
+              WHERE id = ANY($2) AND status = 'dead'",
+        )
+        .bind(now)
+        .bind(&removed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // A letter of the sink stage: the event stays done, its delivery starts over.
+        sqlx::query(
+            "UPDATE events
+                SET forward_state = 'pending', forward_attempts = 0, forward_due_at = $1,
+                    forward_token = NULL
+              WHERE id = ANY($2) AND forward_state = 'dead'",
+        )
+        .bind(now)
+        .bind(&removed)
+        .execute(&mut *tx)
+        .await?;
+        add_totals(&mut tx, 0, -(revived as i64), -(removed.len() as i64)).await?;
+        tx.commit().await?;
+        Ok(removed.len() as u64)
+    }
+
+    /// Deletes the dead letters `ids` for good, in one transaction.
+    pub async fn discard_chunk(&self, ids: &[String]) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM dead_letters WHERE id = ANY($1)")
+            .bind(ids)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            // A letter of the sink stage: the event stays done, its delivery starts over.
-            sqlx::query(
-                "UPDATE events
-                    SET forward_state = 'pending', forward_attempts = 0, forward_due_at = $1,
-                        forward_token = NULL
-                  WHERE id = ANY($2) AND forward_state = 'dead'",
-            )
-            .bind(now)
-            .bind(&removed)
-            .execute(&mut *tx)
-            .await?;
-            add_totals(&mut tx, 0, -(revived as i64), -(removed.len() as i64)).await?;
-            tx.commit().await?;
-            replayed += removed.len() as u64;
-        }
-        Ok(replayed)
-    }
-
-    /// Deletes the selected dead letters for good, in short transactions as replay does.
-    pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
-        let mut discarded = 0;
-        let mut after = String::new();
-        while let Some(ids) = self.next_selected(selection, &after).await? {
-            after = ids.last().cloned().unwrap_or_default();
-            let mut tx = self.pool.begin().await?;
-            let removed = sqlx::query("DELETE FROM dead_letters WHERE id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            add_totals(&mut tx, 0, 0, -(removed as i64)).await?;
-            tx.commit().await?;
-            discarded += removed;
-        }
-        Ok(discarded)
+        add_totals(&mut tx, 0, 0, -(removed as i64)).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     /// The next chunk of selected dead-letter ids after `after` (in id order).
-    async fn next_selected(
+    pub async fn next_selected(
         &self,
         selection: &Selection,
         after: &str,

@@ -6,11 +6,11 @@ use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection};
 
 use super::{add_totals, stats, SqliteDb};
 use crate::server::domain::{
-    ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, Effect, Outcome, ProcessError,
-    Selection,
+    ClaimedEvent, DeadLetter, DeadLetterFilter, Effect, Outcome, ProcessError, Selection,
 };
 use crate::server::store::records::{
-    unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, BULK_CHUNK,
+    dead_among, unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, PageBy,
+    BULK_CHUNK,
 };
 
 /// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
@@ -418,15 +418,6 @@ pub(crate) async fn apply_verdicts(
     Ok(applied)
 }
 
-/// The events of `changed` (seq, new status) that went to the dead letters.
-pub(super) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
-    changed
-        .iter()
-        .filter(|(_, status)| status == "dead")
-        .map(|(seq, _)| *seq)
-        .collect()
-}
-
 /// Leases up to `limit` due events of one kind under `token`.
 async fn claim(
     tx: &mut SqliteConnection,
@@ -564,51 +555,9 @@ fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Resul
     })
 }
 
-/// How a page of dead letters is chosen.
-enum PageBy<'a> {
-    Offset {
-        limit: i64,
-        offset: i64,
-    },
-    Cursor {
-        before: Option<(i64, &'a str)>,
-        limit: i64,
-    },
-}
-
 impl SqliteDb {
-    /// Dead letters newest first, by offset (the admin API and CLI).
-    pub async fn list_dead_letters(
-        &self,
-        filter: &DeadLetterFilter,
-        limit: i64,
-        offset: i64,
-    ) -> sqlx::Result<DeadLetterPage> {
-        let (items, total) = self
-            .dead_letter_page(filter, PageBy::Offset { limit, offset })
-            .await?;
-        Ok(DeadLetterPage {
-            items,
-            total,
-            limit,
-            offset,
-        })
-    }
-
-    /// Dead letters newest first (by dead-letter time, then id), strictly older than
-    /// `before` when given: cursor pagination that stays stable while letters arrive.
-    pub async fn dead_letters_before(
-        &self,
-        filter: &DeadLetterFilter,
-        before: Option<(i64, &str)>,
-        limit: i64,
-    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
-        self.dead_letter_page(filter, PageBy::Cursor { before, limit })
-            .await
-    }
-
     /// One page of the letters matching `filter`, and how many match in all.
-    async fn dead_letter_page(
+    pub async fn dead_letter_page(
         &self,
         filter: &DeadLetterFilter,
         page: PageBy<'_>,
@@ -664,82 +613,63 @@ impl SqliteDb {
         row.map(|r| dead_letter(&r, true)).transpose()
     }
 
-    /// Puts the selected dead letters back as pending with attempts reset.
-    ///
-    /// Works through the selection in chunks of [`BULK_CHUNK`], each its own short write
-    /// transaction, so a replay of 100,000 letters never holds the write lock for long:
-    /// webhooks arriving meanwhile are acknowledged within their usual latency.
-    pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
-        let mut replayed = 0;
-        let mut after = String::new();
-        while let Some(ids) = self.next_selected(selection, &after).await? {
-            after = ids.last().cloned().unwrap_or_default();
-            let ids_json = json!(ids).to_string();
-            let mut w = self.writing().await?;
-            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-            let removed = sqlx::query(
-                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let revived = sqlx::query(
-                "UPDATE events
-                    SET status = 'pending', attempts = 0, next_attempt_at = ?1,
-                        last_error = NULL, locked_until = NULL, claim_token = NULL
-                  WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'dead'",
-            )
-            .bind(now)
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // A letter of the sink stage: the event stays done, its delivery starts over.
-            sqlx::query(
-                "UPDATE events
-                    SET forward_state = 'pending', forward_attempts = 0, forward_due_at = ?1,
-                        forward_token = NULL
-                  WHERE id IN (SELECT value FROM json_each(?2)) AND forward_state = 'dead'",
-            )
-            .bind(now)
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?;
-            add_totals(&mut tx, 0, -(revived as i64), -(removed as i64)).await?;
-            tx.commit().await?;
-            replayed += removed;
-        }
-        Ok(replayed)
+    /// Puts the dead letters `ids` back as pending with attempts reset, in one short write
+    /// transaction; returns how many letters there were.
+    pub async fn replay_chunk(&self, ids: &[String], now: i64) -> sqlx::Result<u64> {
+        let ids_json = json!(ids).to_string();
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        let removed =
+            sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(&ids_json)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let revived = sqlx::query(
+            "UPDATE events
+                SET status = 'pending', attempts = 0, next_attempt_at = ?1,
+                    last_error = NULL, locked_until = NULL, claim_token = NULL
+              WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'dead'",
+        )
+        .bind(now)
+        .bind(&ids_json)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // A letter of the sink stage: the event stays done, its delivery starts over.
+        sqlx::query(
+            "UPDATE events
+                SET forward_state = 'pending', forward_attempts = 0, forward_due_at = ?1,
+                    forward_token = NULL
+              WHERE id IN (SELECT value FROM json_each(?2)) AND forward_state = 'dead'",
+        )
+        .bind(now)
+        .bind(&ids_json)
+        .execute(&mut *tx)
+        .await?;
+        add_totals(&mut tx, 0, -(revived as i64), -(removed as i64)).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
-    /// Deletes the selected dead letters for good, in short transactions as replay does.
-    /// Their event rows stay as tombstones until retention, so a redelivery is still
-    /// recognised as a duplicate.
-    pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
-        let mut discarded = 0;
-        let mut after = String::new();
-        while let Some(ids) = self.next_selected(selection, &after).await? {
-            after = ids.last().cloned().unwrap_or_default();
-            let mut w = self.writing().await?;
-            let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-            let removed = sqlx::query(
-                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(json!(ids).to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            add_totals(&mut tx, 0, 0, -(removed as i64)).await?;
-            tx.commit().await?;
-            discarded += removed;
-        }
-        Ok(discarded)
+    /// Deletes the dead letters `ids` for good, in one short write transaction.
+    pub async fn discard_chunk(&self, ids: &[String]) -> sqlx::Result<u64> {
+        let mut w = self.writing().await?;
+        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
+        let removed =
+            sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json!(ids).to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        add_totals(&mut tx, 0, 0, -(removed as i64)).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     /// The next chunk of selected dead-letter ids after `after` (in id order), read outside
     /// the write gate; `None` when the selection is exhausted.
-    async fn next_selected(
+    pub async fn next_selected(
         &self,
         selection: &Selection,
         after: &str,
