@@ -151,6 +151,12 @@ impl WorkerSettings {
 const FRESH_BATCH_FACTOR: usize = 5;
 
 /// Epoch milliseconds now.
+/// `poll` stretched or shrunk by up to half at random: workers on several replicas (or
+/// restarted together) then do not poll the shared database in lockstep.
+fn jittered(poll: Duration) -> Duration {
+    poll.mul_f64(rand::random_range(0.5..1.5))
+}
+
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -347,7 +353,7 @@ impl Worker {
                 Ok(0) => {
                     tokio::select! {
                         () = wake.notified() => {}
-                        () = tokio::time::sleep(self.settings.poll) => {}
+                        () = tokio::time::sleep(jittered(self.settings.poll)) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
@@ -358,7 +364,7 @@ impl Worker {
                 // lock by a stream of tiny worker transactions.
                 Ok(_) => {
                     tokio::select! {
-                        () = tokio::time::sleep(self.settings.poll) => {}
+                        () = tokio::time::sleep(jittered(self.settings.poll)) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
