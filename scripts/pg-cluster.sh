@@ -2,11 +2,12 @@
 # A throwaway PostgreSQL cluster for the tests and benchmarks, from Debian's `postgresql`
 # package (installed if missing): its own data directory and a unix socket under DIR, no TCP.
 #   scripts/pg-cluster.sh start DIR   prints the database URL to use (postgres://…?host=DIR)
+#   scripts/pg-cluster.sh halt DIR    stops it, keeping its data (start brings it back)
 #   scripts/pg-cluster.sh stop DIR    stops it and removes DIR
 # FSYNC=off (the default here) trades durability for speed: for tests only. Benchmarks pass
 # FSYNC=on so a commit means what it means in production.
 set -euo pipefail
-cmd=${1:?start|stop}
+cmd=${1:?start|halt|stop}
 dir=${2:?directory for the cluster}
 fsync=${FSYNC:-off}
 
@@ -54,11 +55,15 @@ case "$cmd" in
     fi
     echo "postgres://gc_status@localhost/postgres?host=$dir"
     ;;
+  halt)
+    bin=$(bindir)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
   stop)
     if [ -d "$dir/data" ] && bin=$(bindir); then
       as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     fi
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start|halt|stop DIR" >&2; exit 2 ;;
 esac

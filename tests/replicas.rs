@@ -386,3 +386,84 @@ async fn a_sqlite_database_copied_into_postgresql_carries_on_there() {
     assert_eq!(letter.payload.as_deref(), Some(unknown));
     pg.stop().await.expect("stops");
 }
+
+/// A PostgreSQL cluster of the test's own (`scripts/pg-cluster.sh`), for faults that must not
+/// touch the shared one; removed when dropped.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+}
+
+impl OwnCluster {
+    fn script(&self, command: &str) -> String {
+        let output = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/pg-cluster.sh"
+        ))
+        .arg(command)
+        .arg(&self.dir)
+        .output()
+        .expect("run scripts/pg-cluster.sh");
+        assert!(
+            output.status.success(),
+            "pg-cluster.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test]
+async fn a_database_server_restart_answers_503_meanwhile_and_loses_nothing() {
+    let dir = temp_dir();
+    let cluster = OwnCluster {
+        dir: dir.path().join("pg"),
+    };
+    let server = cluster.script("start");
+    let database = gc_status::server::store::create_test_database(&server)
+        .await
+        .expect("create a database");
+    let app = spawn_on(&database, |c| c.store_timeout_ms = 1_000).await;
+    assert_eq!(app.post_signed(&simple_event("before")).await.status(), 202);
+
+    cluster.script("halt");
+    let during = app.post_signed(&simple_event("during")).await;
+    assert_eq!(
+        during.status(),
+        503,
+        "not acknowledged while the server is down"
+    );
+    assert!(during.headers().contains_key("retry-after"));
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(ready.status(), 503);
+
+    cluster.script("start");
+    // The sender's retry is acknowledged once the server is back; nothing acknowledged is lost.
+    wait_until(
+        "the retry is acknowledged",
+        Duration::from_secs(20),
+        || async { app.post_signed(&simple_event("during")).await.status() == 202 },
+    )
+    .await;
+    let ids = app.db.event_ids().await.expect("ids");
+    assert_eq!(ids, ["before", "during"]);
+    wait_until("ready again", Duration::from_secs(10), || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    app.stop().await.expect("stops");
+}
