@@ -279,6 +279,24 @@ async fn wait_delivered(down: &Downstream, ids: &[String], timeout: Duration) {
     .await;
 }
 
+/// Waits until gc-status has recorded the delivery of `id` (the sink sees the request before
+/// gc-status commits its answer).
+async fn wait_recorded(app: &TestApp, id: &str) {
+    wait_until(
+        "the delivery is recorded",
+        Duration::from_secs(10),
+        || async {
+            app.db
+                .delivery_state(id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|(state, _, _)| state == "done")
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn many_events_share_one_token_and_arrive_as_normalized_records() {
     let (down, addr) = downstream(3600).await;
@@ -313,6 +331,7 @@ async fn many_events_share_one_token_and_arrive_as_normalized_records() {
     );
     // Statistics do not depend on forwarding, and each event records that it is forwarded.
     assert_eq!(app.queue("q-f").await["waiting"], 60);
+    wait_recorded(&app, "many-7").await;
     let (state, attempts, _) = app.db.delivery_state("many-7").await.unwrap().unwrap();
     assert_eq!((state.as_str(), attempts), ("done", 1));
     wait_until(
@@ -431,6 +450,7 @@ async fn a_401_renews_the_token_once_and_retries_at_once() {
     wait_delivered(&down, &ids, Duration::from_secs(10)).await;
     assert_eq!(down.token_requests.load(Ordering::SeqCst), 2, "one renewal");
     assert_eq!(down.count_status(401), 1, "one refusal");
+    wait_recorded(&app, "after-0").await;
     let (state, attempts, errors) = app.db.delivery_state("after-0").await.unwrap().unwrap();
     assert_eq!(
         (state.as_str(), attempts),
@@ -456,6 +476,7 @@ async fn retry_after_is_honoured() {
     let received = down.received();
     let waited = received[1].at - received[0].at;
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+    wait_recorded(&app, "later-0").await;
     let (state, attempts, errors) = app.db.delivery_state("later-0").await.unwrap().unwrap();
     assert_eq!((state.as_str(), attempts), ("done", 2));
     assert!(errors[0]["error"].as_str().unwrap().contains("503"));
@@ -824,6 +845,7 @@ async fn a_lone_event_outlives_an_outage_longer_than_its_attempts() {
     down.set_mode(SinkMode::Accept);
     wait_delivered(&down, &ids, Duration::from_secs(10)).await;
     assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
+    wait_recorded(&app, "lone-0").await;
     let (state, attempts, _) = app.db.delivery_state("lone-0").await.unwrap().unwrap();
     assert_eq!(state, "done");
     assert!(

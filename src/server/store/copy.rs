@@ -26,6 +26,11 @@ pub async fn sqlite_to_postgres(from: &Db, to: &Db) -> anyhow::Result<Copied> {
     };
     let source = from.pool();
     let mut tx = to.pool().begin().await?;
+    // The pool commits without waiting for the flush (see `postgres::open`); a copy must be
+    // durable once it says so.
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
     let existing: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM dead_letters)
               + (SELECT COUNT(*) FROM conversations)",

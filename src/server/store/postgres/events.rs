@@ -62,28 +62,30 @@ impl PgDb {
     }
 }
 
-/// Adds to the maintained counts (`event_totals`) in the transaction that changed them. Every
-/// completing transaction on every replica meets on these rows, so callers do this last:
-/// the row locks are then held only for the commit.
+/// Adds to the maintained counts (`event_totals`) in the transaction that changed them.
+///
+/// Every completing transaction on every replica meets on these rows: one row at a time, in
+/// the same order everywhere, so two transactions never wait for each other in opposite
+/// orders (a deadlock); callers do this last, so the locks are held only for the commit.
 pub(super) async fn add_totals(
     tx: &mut PgConnection,
     done: i64,
     dead_events: i64,
     dead_letters: i64,
 ) -> sqlx::Result<()> {
-    if (done, dead_events, dead_letters) == (0, 0, 0) {
-        return Ok(());
+    // Alphabetical: the order every transaction takes the rows in.
+    for (name, delta) in [
+        ("dead_events", dead_events),
+        ("dead_letters", dead_letters),
+        ("done", done),
+    ] {
+        if delta != 0 {
+            sqlx::query("UPDATE event_totals SET n = n + $2 WHERE name = $1")
+                .bind(name)
+                .bind(delta)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
-    sqlx::query(
-        "UPDATE event_totals SET n = n + CASE name WHEN 'done' THEN $1
-                                               WHEN 'dead_events' THEN $2
-                                               ELSE $3 END
-          WHERE CASE name WHEN 'done' THEN $1 WHEN 'dead_events' THEN $2 ELSE $3 END <> 0",
-    )
-    .bind(done)
-    .bind(dead_events)
-    .bind(dead_letters)
-    .execute(&mut *tx)
-    .await?;
     Ok(())
 }

@@ -63,6 +63,7 @@ impl PgWriter {
     }
 
     pub async fn close(self) -> sqlx::Result<()> {
+        self.pool.close().await;
         Ok(())
     }
 }
