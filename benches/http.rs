@@ -297,8 +297,8 @@ impl PostgresServer {
         if let Ok(url) = std::env::var("GC_STATUS_BENCH_POSTGRES") {
             return PostgresServer { url, cluster: None };
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("pg-bench-{}", std::process::id()));
+        // Under /tmp: the server runs as `postgres`, which must reach the directory.
+        let dir = PathBuf::from(format!("/tmp/gc-status-pg-bench-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster.sh");
         let output = Command::new(&script)
             .arg("start")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests and benchmarks, from Debian's `postgresql`
 # package (installed if missing): its own data directory and a unix socket under DIR, no TCP.
+# As root, the server runs as the `postgres` user, which must reach DIR: put it under /tmp
+# (short, too: a socket's path must stay under about 100 bytes).
 #   scripts/pg-cluster.sh start DIR   prints the database URL to use (postgres://…?host=DIR)
 #   scripts/pg-cluster.sh halt DIR    stops it, keeping its data (start brings it back)
 #   scripts/pg-cluster.sh stop DIR    stops it and removes DIR
@@ -41,9 +43,10 @@ case "$cmd" in
     dir=$(cd "$dir" && pwd)
     if [ "$(id -u)" -eq 0 ]; then
       chown postgres "$dir"
-      # The postgres user must be able to reach DIR.
-      d=$dir
-      while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+      if ! runuser -u postgres -- test -w "$dir"; then
+        echo "the postgres user cannot reach $dir: use a directory under /tmp" >&2
+        exit 1
+      fi
     fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
       as_owner "$bin/initdb" -D "$dir/data" -U gc_status --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null

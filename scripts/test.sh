@@ -19,7 +19,7 @@ cargo leptos build --release --split
 
 # A throwaway PostgreSQL cluster (Debian's package, a unix socket, fsync off) for the tests
 # that need one and for the suite's second run; stopped and removed whatever happens.
-pg_dir="$PWD/target/tmp/pg-test-$$"
+pg_dir=$(mktemp -d /tmp/gc-status-pg.XXXXXX)
 trap 'scripts/pg-cluster.sh stop "$pg_dir"' EXIT
 GC_STATUS_TEST_POSTGRES=$(scripts/pg-cluster.sh start "$pg_dir")
 export GC_STATUS_TEST_POSTGRES

@@ -420,9 +420,13 @@ impl Drop for OwnCluster {
 
 #[tokio::test]
 async fn a_database_server_restart_answers_503_meanwhile_and_loses_nothing() {
-    let dir = temp_dir();
+    // Under /tmp: the server runs as `postgres`, which must reach the directory.
+    let dir = tempfile::Builder::new()
+        .prefix("gc-status-pg-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
     let cluster = OwnCluster {
-        dir: dir.path().join("pg"),
+        dir: dir.path().to_owned(),
     };
     let server = cluster.script("start");
     let database = gc_status::server::store::create_test_database(&server)
