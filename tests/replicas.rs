@@ -391,18 +391,24 @@ async fn a_sqlite_database_copied_into_postgresql_carries_on_there() {
 /// touch the shared one; removed when dropped.
 struct OwnCluster {
     dir: std::path::PathBuf,
+    /// Listen on 127.0.0.1 at this port, TLS only.
+    tls_port: Option<u16>,
 }
 
 impl OwnCluster {
     fn script(&self, command: &str) -> String {
-        let output = Command::new(concat!(
+        let mut script = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/pg-cluster.sh"
-        ))
-        .arg(command)
-        .arg(&self.dir)
-        .output()
-        .expect("run scripts/pg-cluster.sh");
+        ));
+        if let Some(port) = self.tls_port {
+            script.env("TLS_PORT", port.to_string());
+        }
+        let output = script
+            .arg(command)
+            .arg(&self.dir)
+            .output()
+            .expect("run scripts/pg-cluster.sh");
         assert!(
             output.status.success(),
             "pg-cluster.sh {command}: {}",
@@ -427,6 +433,7 @@ async fn a_database_server_restart_answers_503_meanwhile_and_loses_nothing() {
         .expect("temp dir");
     let cluster = OwnCluster {
         dir: dir.path().to_owned(),
+        tls_port: None,
     };
     let server = cluster.script("start");
     let database = gc_status::server::store::create_test_database(&server)
@@ -470,4 +477,64 @@ async fn a_database_server_restart_answers_503_meanwhile_and_loses_nothing() {
     })
     .await;
     app.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn postgresql_over_tls_is_used_as_the_url_says() {
+    // A server that accepts TCP connections with TLS only, its certificate from a private CA.
+    let dir = tempfile::Builder::new()
+        .prefix("gc-status-pg-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cluster = OwnCluster {
+        dir: dir.path().to_owned(),
+        tls_port: Some(port),
+    };
+    let server = cluster.script("start");
+    let database =
+        gc_status::server::store::create_test_database(&format!("{server}?sslmode=require"))
+            .await
+            .expect("create a database over TLS");
+    let name = database
+        .split('/')
+        .nth(3)
+        .and_then(|rest| rest.split('?').next())
+        .expect("the database name")
+        .to_owned();
+    let base = format!("postgres://gc_status@localhost:{port}/{name}");
+    let root = dir.path().join("ca.crt");
+
+    // Verified against that CA: webhooks are stored as usual.
+    let verified = format!("{base}?sslmode=verify-full&sslrootcert={}", root.display());
+    let app = spawn_on(&verified, |_| {}).await;
+    assert_eq!(
+        app.post_signed(&simple_event("over-tls")).await.status(),
+        202
+    );
+    assert_eq!(app.db.event_ids().await.expect("ids"), ["over-tls"]);
+    app.stop().await.expect("stops");
+
+    // Without TLS the server refuses; verified against the system's roots (not that CA),
+    // gc-status refuses the server. Either way the start stops with where it could not connect.
+    for url in [
+        format!("{base}?sslmode=disable"),
+        format!("{base}?sslmode=verify-full"),
+    ] {
+        let mut config = gc_status::server::config::Config::for_database(url.as_str());
+        config.hmac_secrets = vec![SECRET.into()];
+        config.store_timeout_ms = 2_000;
+        let err = gc_status::server::startup::Application::build(config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url} is refused"));
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("cannot connect to PostgreSQL"),
+            "{url}: {message}"
+        );
+    }
 }
