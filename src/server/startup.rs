@@ -275,13 +275,11 @@ impl Application {
             forwarder,
         } = self;
         let mut tasks = Supervised::default();
-        if let Db::Postgres(pg) = &db {
-            // Other replicas' commits wake this one's workers too.
-            let (pg, wake, stop) = (pg.clone(), wake_workers.clone(), stop.clone());
-            tasks.spawn("work notifications", async move {
-                pg.listen_for_work(wake, stop).await
-            });
-        }
+        // Other replicas' commits wake this one's workers too (PostgreSQL).
+        let (listening, wake, until) = (db.clone(), wake_workers.clone(), stop.clone());
+        tasks.spawn("work notifications", async move {
+            listening.listen_for_work(wake, until).await
+        });
         let workers = worker.spawn(wake_workers, stop.clone());
         if !workers.is_empty() {
             tasks.adopt("worker", workers);

@@ -215,6 +215,20 @@ impl Db {
         each_backend!(self.close())
     }
 
+    /// Wakes `work` whenever another process commits events for the workers, until `stop`:
+    /// PostgreSQL replicas `NOTIFY` each other; a SQLite file has one process, so this only
+    /// waits for `stop`.
+    pub async fn listen_for_work(
+        &self,
+        work: std::sync::Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        match self {
+            Db::Sqlite(_) => stop.cancelled().await,
+            Db::Postgres(db) => db.listen_for_work(work, stop).await,
+        }
+    }
+
     // --- events -------------------------------------------------------------------------
 
     /// Ready means: the database answers and every embedded migration has been applied.

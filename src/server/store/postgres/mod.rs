@@ -32,8 +32,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgr
 /// The channel a replica's writer notifies after committing work for the workers.
 pub const WORK_CHANNEL: &str = "gc_status_work";
 
-/// The database: one pool per process for reads, work-queue, admin and statistics writes and
-/// the ingest writer's batches.
+/// The database: this process's pool for reads and for work-queue, statistics and admin
+/// writes (the ingest writer has a connection of its own, see [`open`]).
 #[derive(Clone, Debug)]
 pub struct PgDb {
     pool: PgPool,
