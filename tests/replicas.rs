@@ -156,6 +156,18 @@ async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
         acknowledged.is_subset(&stored),
         "every acknowledged event is stored under its own id"
     );
+    // Both wallboards show the same rates: the sums of what each replica took in.
+    let in_rate = |snapshot: &serde_json::Value| snapshot["pipeline"]["in_per_second"].as_f64();
+    get_json(&client, a.addr, "/api/v2/queues").await; // A publishes its own first
+    let on_b = in_rate(&get_json(&client, b.addr, "/api/v2/queues").await);
+    let on_a = in_rate(&get_json(&client, a.addr, "/api/v2/queues").await);
+    let all = 361.0 / 60.0;
+    for (replica, rate) in [("A", on_a), ("B", on_b)] {
+        assert!(
+            rate.is_some_and(|r| (r - all).abs() < 1e-6),
+            "replica {replica} shows {rate:?} events/s, not {all}"
+        );
+    }
 
     a.child.kill().expect("SIGKILL replica A");
     a.child.wait().expect("reap replica A");

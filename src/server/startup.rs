@@ -27,7 +27,7 @@ use super::{
     serve::{self, serve, Limits},
     sessions,
     state::AppState,
-    status::{StatusFeed, StatusSource},
+    status::{self, StatusFeed, StatusSource},
     store::{
         self,
         writer::{IngestWriter, WriterSettings},
@@ -137,6 +137,7 @@ impl Application {
             max_waiting: Duration::from_secs(config.worker.max_waiting_secs),
             ingested,
             processed: processed.clone(),
+            replica: status::replica_name(),
             cache_for: Duration::from_millis(config.status_cache_ms),
             cache: Default::default(),
             board: portal.board.clone(),

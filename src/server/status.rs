@@ -23,6 +23,8 @@ pub struct StatusSource {
     pub max_waiting: Duration,
     pub ingested: Arc<RateMeter>,
     pub processed: Arc<RateMeter>,
+    /// This process's name among the replicas sharing a database (for the shared rates).
+    pub replica: String,
     /// How long a snapshot is served to readers before the next one is read.
     pub cache_for: Duration,
     /// The last snapshot and when it was read; the lock also makes concurrent readers wait
@@ -32,6 +34,18 @@ pub struct StatusSource {
     pub board: BoardSettings,
     /// Forwarding's pause state and delivery rate, when a sink is configured.
     pub forwarding: Option<Arc<ForwardMonitor>>,
+}
+
+/// A name for this process among replicas: host, process id and a random part (a restarted
+/// replica is a new one; the old name ages out of the rates within a minute).
+pub fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}-{}-{:08x}",
+        host.trim(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl StatusSource {
@@ -103,14 +117,23 @@ impl StatusSource {
         let last = self.db.last_received_at().await?;
         let mut queues = self.db.queue_statuses(&window).await?;
         let mut history = self.db.samples(now.as_millisecond() / 60_000).await?;
+        let (in_per_second, out_per_second) = self
+            .db
+            .shared_rates(
+                &self.replica,
+                self.ingested.per_second(),
+                self.processed.per_second(),
+                now.as_millisecond(),
+            )
+            .await?;
         for queue in &mut queues {
             queue.history = history.remove(&queue.queue_id).unwrap_or_default();
         }
         Ok(StatusSnapshot {
             pipeline: PipelineStatus {
                 counts,
-                in_per_second: self.ingested.per_second(),
-                out_per_second: self.processed.per_second(),
+                in_per_second,
+                out_per_second,
                 last_event_at: last
                     .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                     .map(|t| t.to_string()),

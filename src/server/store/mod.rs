@@ -540,6 +540,21 @@ impl Db {
         each_backend!(self.record_samples(minute, waiting))
     }
 
+    /// The events/s to show, from this process's own (`ingested`, `processed`): on SQLite
+    /// those; on PostgreSQL the sums over every replica (this one's published as `replica`).
+    pub async fn shared_rates(
+        &self,
+        replica: &str,
+        ingested: f64,
+        processed: f64,
+        now: i64,
+    ) -> sqlx::Result<(f64, f64)> {
+        match self {
+            Db::Sqlite(_) => Ok((ingested, processed)),
+            Db::Postgres(db) => db.shared_rates(replica, ingested, processed, now).await,
+        }
+    }
+
     /// The last sparkline's minutes up to `minute` per queue, oldest first.
     pub async fn samples(&self, minute: i64) -> sqlx::Result<HashMap<String, Vec<Option<i64>>>> {
         each_backend!(self.samples(minute))
