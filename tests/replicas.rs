@@ -39,6 +39,11 @@ async fn get_json(
         .expect("JSON")
 }
 
+/// An event's processing status in the shared database, if it is stored.
+async fn status_of(db: &store::Db, id: &str) -> Option<String> {
+    db.event_state(id).await.ok().flatten().map(|s| s.status)
+}
+
 /// The queues part of a replica's status snapshot (rates and clocks left out).
 async fn queues(client: &reqwest::Client, addr: std::net::SocketAddr) -> serde_json::Value {
     let mut snapshot = get_json(client, addr, "/api/v2/queues").await;
@@ -103,13 +108,7 @@ async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
     wait_until(
         "replica A holds the poison event",
         Duration::from_secs(20),
-        || async {
-            db.event_state("poison-1")
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.status == "processing")
-        },
+        || async { status_of(&db, "poison-1").await.as_deref() == Some("processing") },
     )
     .await;
 
@@ -234,13 +233,7 @@ async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
     wait_until(
         "the replayed event is dead again",
         Duration::from_secs(20),
-        || async {
-            db.event_state("poison-1")
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.status == "dead")
-        },
+        || async { status_of(&db, "poison-1").await.as_deref() == Some("dead") },
     )
     .await;
     let state = db

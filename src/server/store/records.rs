@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use crate::{model::QueueStatus, server::domain::ClaimedEvent};
+use crate::{
+    model::{EventCounts, QueueStatus},
+    server::domain::{ClaimedEvent, DeadLetter},
+};
 
 /// A claimed batch.
 #[derive(Debug, Default)]
@@ -251,4 +254,99 @@ pub fn sparklines(
         }
     }
     series
+}
+
+/// A claimed event's columns, as both backends' claims return them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    seq: i64,
+    id: String,
+    event_type: String,
+    payload: Vec<u8>,
+    attempts: i64,
+    received_at: i64,
+}
+
+/// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
+pub(crate) fn claimed_event<'r, R: sqlx::Row>(row: &'r R) -> sqlx::Result<ClaimedEvent>
+where
+    ClaimRow: sqlx::FromRow<'r, R>,
+{
+    let c: ClaimRow = sqlx::FromRow::from_row(row)?;
+    Ok(ClaimedEvent {
+        seq: c.seq,
+        id: c.id,
+        event_type: c.event_type,
+        payload: c.payload.into(),
+        attempts: c.attempts,
+        received_at: c.received_at,
+    })
+}
+
+/// A dead letter's columns (`errors` as JSON text; `payload` only where selected).
+#[derive(sqlx::FromRow)]
+pub(crate) struct LetterRow {
+    id: String,
+    event_type: String,
+    queue_id: Option<String>,
+    attempts: i64,
+    last_error: String,
+    errors: String,
+    received_at: i64,
+    dead_at: i64,
+    stage: String,
+    #[sqlx(default)]
+    payload: Option<Vec<u8>>,
+}
+
+/// A dead letter from its row; `with_payload` for the detail view (the row selects it).
+pub(crate) fn dead_letter<'r, R: sqlx::Row>(
+    row: &'r R,
+    with_payload: bool,
+) -> sqlx::Result<DeadLetter>
+where
+    LetterRow: sqlx::FromRow<'r, R>,
+{
+    let l: LetterRow = sqlx::FromRow::from_row(row)?;
+    Ok(DeadLetter {
+        payload: with_payload
+            .then(|| String::from_utf8_lossy(&l.payload.unwrap_or_default()).into_owned()),
+        errors: serde_json::from_str(&l.errors).unwrap_or(Value::Null),
+        id: l.id,
+        event_type: l.event_type,
+        queue_id: l.queue_id,
+        attempts: l.attempts,
+        last_error: l.last_error,
+        received_at: l.received_at,
+        dead_at: l.dead_at,
+        stage: l.stage,
+    })
+}
+
+/// The pipeline counts' columns: open states counted, done and dead from the totals.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CountsRow {
+    pending: i64,
+    retrying: i64,
+    processing: i64,
+    done: Option<i64>,
+    dead: Option<i64>,
+    dead_events: Option<i64>,
+}
+
+/// The pipeline counts from a row of `pending, retrying, processing, done, dead, dead_events`.
+pub(crate) fn event_counts<'r, R: sqlx::Row>(row: &'r R) -> sqlx::Result<EventCounts>
+where
+    CountsRow: sqlx::FromRow<'r, R>,
+{
+    let c: CountsRow = sqlx::FromRow::from_row(row)?;
+    let done = c.done.unwrap_or(0);
+    Ok(EventCounts {
+        pending: c.pending - c.retrying,
+        retrying: c.retrying,
+        processing: c.processing,
+        done,
+        dead: c.dead.unwrap_or(0),
+        total: c.pending + c.processing + done + c.dead_events.unwrap_or(0),
+    })
 }

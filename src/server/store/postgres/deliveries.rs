@@ -3,15 +3,10 @@
 
 use serde_json::Value;
 
-use super::{
-    events::add_totals,
-    pg_text,
-    work::{claimed_event, ON_REFILE},
-    PgDb,
-};
+use super::{events::add_totals, pg_text, work::ON_REFILE, PgDb};
 use crate::server::{
     domain::{ClaimedEvent, DeliveryOutcome},
-    store::records::{dead_among, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
+    store::records::{claimed_event, dead_among, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
 };
 
 impl PgDb {

@@ -16,7 +16,7 @@ use crate::{
     model::{EventCounts, QueueStatus},
     server::{
         domain::Effect,
-        store::records::{assemble_statuses, Routes, StatsWindow, StoredEvent},
+        store::records::{assemble_statuses, event_counts, Routes, StatsWindow, StoredEvent},
     },
 };
 
@@ -272,19 +272,7 @@ impl PgDb {
         )
         .fetch_one(&self.pool)
         .await?;
-        let pending: i64 = row.try_get("pending")?;
-        let retrying: i64 = row.try_get("retrying")?;
-        let processing: i64 = row.try_get("processing")?;
-        let done: i64 = row.try_get::<Option<i64>, _>("done")?.unwrap_or(0);
-        let dead_events: i64 = row.try_get::<Option<i64>, _>("dead_events")?.unwrap_or(0);
-        Ok(EventCounts {
-            pending: pending - retrying,
-            retrying,
-            processing,
-            done,
-            dead: row.try_get::<Option<i64>, _>("dead")?.unwrap_or(0),
-            total: pending + processing + done + dead_events,
-        })
+        event_counts(&row)
     }
 
     /// Receive time (epoch ms) of the newest stored event.

@@ -1,7 +1,7 @@
 //! The work queue on the `events` table: claim under a lease with `FOR UPDATE SKIP LOCKED`,
 //! complete, retry, dead-letter, release, prune; and the dead letters.
 
-use sqlx::{postgres::PgRow, PgConnection, Postgres, QueryBuilder, Row as _};
+use sqlx::{postgres::PgRow, PgConnection, Postgres, QueryBuilder};
 
 use super::{events::add_totals, pg_text, stats, PgDb};
 use crate::server::{
@@ -9,22 +9,10 @@ use crate::server::{
         ClaimedEvent, DeadLetter, DeadLetterFilter, Effect, Outcome, ProcessError, Selection,
     },
     store::records::{
-        dead_among, unknown_conversation_reason, Claimed, Completed, InlineApplied, PageBy,
-        BULK_CHUNK,
+        claimed_event, dead_among, dead_letter, unknown_conversation_reason, Claimed, Completed,
+        InlineApplied, PageBy, BULK_CHUNK,
     },
 };
-
-/// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
-pub(super) fn claimed_event(row: &PgRow) -> sqlx::Result<ClaimedEvent> {
-    Ok(ClaimedEvent {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        event_type: row.try_get("event_type")?,
-        payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
-        attempts: row.try_get("attempts")?,
-        received_at: row.try_get("received_at")?,
-    })
-}
 
 const ABANDONED: &str =
     "'abandoned after ' || attempts || ' claims: processing never finished (the process stopped or the worker hung)'";
@@ -486,30 +474,6 @@ fn push_selection(selection: &Selection, q: &mut QueryBuilder<Postgres>) {
         }
         Selection::Filter(filter) => push_filter(filter, q),
     }
-}
-
-fn dead_letter(row: &PgRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
-    let payload = if with_payload {
-        let bytes: Vec<u8> = row
-            .try_get::<Option<Vec<u8>>, _>("payload")?
-            .unwrap_or_default();
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    } else {
-        None
-    };
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        event_type: row.try_get("event_type")?,
-        queue_id: row.try_get("queue_id")?,
-        attempts: row.try_get("attempts")?,
-        last_error: row.try_get("last_error")?,
-        errors: serde_json::from_str(row.try_get::<&str, _>("errors")?)
-            .unwrap_or(serde_json::Value::Null),
-        received_at: row.try_get("received_at")?,
-        dead_at: row.try_get("dead_at")?,
-        stage: row.try_get("stage")?,
-        payload,
-    })
 }
 
 impl PgDb {

@@ -7,12 +7,12 @@ use sqlx::{Connection as _, SqliteConnection};
 
 use super::{
     add_totals,
-    work::{claimed_event, ON_REFILE, QUEUE_OF_PAYLOAD},
+    work::{ON_REFILE, QUEUE_OF_PAYLOAD},
     SqliteDb,
 };
 use crate::server::{
     domain::{ClaimedEvent, DeliveryOutcome},
-    store::records::{dead_among, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
+    store::records::{claimed_event, dead_among, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
 };
 
 impl SqliteDb {

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use sqlx::{Connection as _, Row as _, SqliteConnection};
 
 use super::SqliteDb;
-use crate::server::store::records::{assemble_statuses, Routes, StatsWindow, StoredEvent};
+use crate::server::store::records::{
+    assemble_statuses, event_counts, Routes, StatsWindow, StoredEvent,
+};
 use crate::{
     model::{EventCounts, QueueStatus},
     server::domain::Effect,
@@ -162,19 +164,7 @@ impl SqliteDb {
         )
         .fetch_one(&self.pool)
         .await?;
-        let pending: i64 = row.try_get("pending")?;
-        let retrying: i64 = row.try_get("retrying")?;
-        let processing: i64 = row.try_get("processing")?;
-        let done: i64 = row.try_get::<Option<i64>, _>("done")?.unwrap_or(0);
-        let dead_events: i64 = row.try_get::<Option<i64>, _>("dead_events")?.unwrap_or(0);
-        Ok(EventCounts {
-            pending: pending - retrying,
-            retrying,
-            processing,
-            done,
-            dead: row.try_get::<Option<i64>, _>("dead")?.unwrap_or(0),
-            total: pending + processing + done + dead_events,
-        })
+        event_counts(&row)
     }
 
     /// Receive time (epoch ms) of the newest stored event.

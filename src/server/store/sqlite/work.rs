@@ -9,21 +9,9 @@ use crate::server::domain::{
     ClaimedEvent, DeadLetter, DeadLetterFilter, Effect, Outcome, ProcessError, Selection,
 };
 use crate::server::store::records::{
-    dead_among, unknown_conversation_reason, Claimed, Completed, EventState, InlineApplied, PageBy,
-    BULK_CHUNK,
+    claimed_event, dead_among, dead_letter, unknown_conversation_reason, Claimed, Completed,
+    EventState, InlineApplied, PageBy, BULK_CHUNK,
 };
-
-/// A claimed event from a row of `seq, id, event_type, payload, attempts, received_at`.
-pub(super) fn claimed_event(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<ClaimedEvent> {
-    Ok(ClaimedEvent {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        event_type: row.try_get("event_type")?,
-        payload: row.try_get::<Vec<u8>, _>("payload")?.into(),
-        attempts: row.try_get("attempts")?,
-        received_at: row.try_get("received_at")?,
-    })
-}
 
 impl SqliteDb {
     /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
@@ -529,30 +517,6 @@ fn push_filter(filter: &DeadLetterFilter, q: &mut QueryBuilder<Sqlite>) {
             q.push(" AND stage = ").push_bind(stage.clone());
         }
     }
-}
-
-fn dead_letter(row: &sqlx::sqlite::SqliteRow, with_payload: bool) -> sqlx::Result<DeadLetter> {
-    let payload = if with_payload {
-        let bytes: Vec<u8> = row
-            .try_get::<Option<Vec<u8>>, _>("payload")?
-            .unwrap_or_default();
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    } else {
-        None
-    };
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        event_type: row.try_get("event_type")?,
-        queue_id: row.try_get("queue_id")?,
-        attempts: row.try_get("attempts")?,
-        last_error: row.try_get("last_error")?,
-        errors: serde_json::from_str(row.try_get::<&str, _>("errors")?)
-            .unwrap_or(serde_json::Value::Null),
-        received_at: row.try_get("received_at")?,
-        dead_at: row.try_get("dead_at")?,
-        stage: row.try_get("stage")?,
-        payload,
-    })
 }
 
 impl SqliteDb {
