@@ -2,7 +2,7 @@
 //! `wrk` (a separate process) with pre-signed requests, as a new user would measure it.
 //!
 //! ```text
-//! cargo bench --features ssr --bench http -- [--scenario NAME]... [--duration SECS] [--rounds N]
+//! cargo bench --features ssr --bench http -- [--scenario NAME]... [--duration SECS] [--rounds N] [--minutes N]
 //! ```
 //!
 //! Scenarios (all by default), each on a fresh database, wrk with 2 threads and 64 connections:
@@ -26,11 +26,22 @@
 //!   `GC_STATUS_BENCH_POSTGRES` names, or else a local cluster started for the run from
 //!   Debian's package (`scripts/pg-cluster.sh`, fsync on, `synchronous_commit=on`): a commit
 //!   is as durable as in production;
+//! - `soak` (not in the default set): as shipped for `--minutes` (10) at 16 connections, with
+//!   what senders really send: random-UUID ids and real-size EventBridge bodies made by wrk's
+//!   Lua as it goes (static-token authentication, so nothing needs pre-signing), 75% `acd.start`
+//!   in 20 queues and 25% topics that end as dead letters. One wrk run a minute; the WAL file,
+//!   the database file and the server's RSS sampled every 5 s. Reports, per minute,
+//!   acknowledged/s, p99, the largest WAL and the RSS, and checks the WAL stayed under its bound,
+//!   RSS stayed flat, and the last minute kept the first one's throughput and p99;
+//! - `soak-postgres` (not in the default set): `soak` on PostgreSQL, sampling the `events`
+//!   table's size and dead rows (autovacuum must keep up) instead of the WAL;
 //! - `wallboard-50` (not in the default set): the server time of `GET /` with 50 active
 //!   queues, against `GET /healthz` in the same run as the baseline, and the gzipped size of
 //!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release --split`: what the wallboard downloads).
 //!
-//! Every scenario checks that each acknowledged event is in the database. Figures are medians
+//! `GC_STATUS_BENCH_BINARY=path` runs another build of gc-status instead (a before/after
+//! comparison on the same machine). Every scenario checks that each acknowledged event is in
+//! the database. Figures are medians
 //! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
 
 use std::{
@@ -53,9 +64,9 @@ const OPEN_EVENTS: &str = "SELECT COUNT(*) FROM events WHERE status IN ('pending
 const CONNECTIONS: usize = 64;
 const QUEUES: usize = 20;
 
-/// The wrk script: each thread loads its share of the pre-signed requests, sends each once
-/// and counts 202s.
-const WRK_SCRIPT: &str = r#"
+/// What both wrk scripts begin with: each thread gets its number (`tid`), and `done` can
+/// reach every thread's counters.
+const WRK_THREADS: &str = r#"
 local counter = 0
 local threads = {}
 function setup(thread)
@@ -63,6 +74,11 @@ function setup(thread)
   counter = counter + 1
   table.insert(threads, thread)
 end
+"#;
+
+/// The wrk script: each thread loads its share of the pre-signed requests, sends each once
+/// and counts 202s.
+const WRK_SCRIPT: &str = r#"
 function init(args)
   local path, nthreads = args[1], tonumber(args[2])
   requests, n, accepted, other = {}, 0, 0, 0
@@ -92,6 +108,58 @@ function done(summary, latency, requests)
   end
   io.write(string.format("RESULT %d %d %d %d %d %d\n", acc, oth,
     latency:percentile(50), latency:percentile(99), latency.max, summary.duration))
+end
+"#;
+
+/// The soak's wrk script: each request a new event made on the spot (random UUIDs, a real-size
+/// EventBridge envelope of a Genesys detail event), sent with a static token; counts 202s and
+/// duplicates (a UUID drawn twice would be one).
+const SOAK_SCRIPT: &str = r#"
+function init(args)
+  math.randomseed(tonumber(args[1]) * 7919 + tid * 104729)
+  token, n, accepted, duplicate, other = args[2], 0, 0, 0, 0
+end
+local function hex(digits)
+  return string.format("%0" .. digits .. "x", math.random(0, 16 ^ digits - 1))
+end
+local function uuid()
+  return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" ..
+    string.format("%x", math.random(8, 11)) .. hex(3) .. "-" .. hex(12)
+end
+local template = '{"version":"0","id":"%s","detail-type":"v2.detail.events.conversation.{id}.%s",' ..
+  '"source":"aws.partner/genesys.com/cloud/3d2b7c1e-5f0a-4c1b-9a57-2f4e1a9c8b10/gc-status",' ..
+  '"account":"123456789012","time":"%s","region":"eu-west-1","resources":[],' ..
+  '"detail":{"topicName":"v2.detail.events.conversation.%s.%s","version":"2","eventBody":{' ..
+  '"eventTime":%d,"conversationId":"%s","participantId":"%s","sessionId":"%s",' ..
+  '"mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567",' ..
+  '"dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567",' ..
+  '"queueId":"7a1c2e3f-0b4d-4e5f-8a6b-%012d","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6",' ..
+  '"routingPriority":0,"requestedRoutingTypes":["Standard"]},"metadata":{"CorrelationId":"%s"}}}'
+function request()
+  n = n + 1
+  local id, conversation = uuid(), uuid()
+  local topic = (n % 4 == 0) and "user.start" or "acd.start"
+  local now = os.time()
+  local body = string.format(template, id, topic, os.date("!%Y-%m-%dT%H:%M:%SZ", now),
+    conversation, topic, now * 1000, conversation, uuid(), uuid(), n % 20, uuid())
+  return wrk.format("POST", "/api/v2/webhooks/gc-status",
+    { ["Content-Type"] = "application/json; charset=utf-8", ["X-GC-Token"] = token,
+      ["User-Agent"] = "Amazon/EventBridge/ApiDestinations" }, body)
+end
+function response(status, headers, body)
+  if status ~= 202 then other = other + 1
+  elseif body:find('"duplicate":true', 1, true) then duplicate = duplicate + 1
+  else accepted = accepted + 1 end
+end
+function done(summary, latency, requests)
+  local acc, dup, oth = 0, 0, 0
+  for _, t in ipairs(threads) do
+    acc = acc + t:get("accepted")
+    dup = dup + t:get("duplicate")
+    oth = oth + t:get("other")
+  end
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", acc, oth,
+    latency:percentile(50), latency:percentile(99), latency.max, summary.duration, dup))
 end
 "#;
 
@@ -150,7 +218,12 @@ impl Server {
                 || format!("sqlite://{}", dir.join("gc-status.db").display()),
                 |(_, v)| (*v).to_owned(),
             );
-        let child = Command::new(env!("CARGO_BIN_EXE_gc-status"))
+        // Another build of gc-status (say, the last release) to compare against in one run.
+        let binary = std::env::var_os("GC_STATUS_BENCH_BINARY").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_gc-status")),
+            PathBuf::from,
+        );
+        let child = Command::new(binary)
             .env_clear()
             .env("LEPTOS_SITE_ADDR", &addr)
             .env("GC_STATUS_DATABASE_URL", &db_url)
@@ -217,6 +290,33 @@ struct Load {
     max_ms: f64,
 }
 
+/// Parses the `RESULT` line the wrk scripts print: the load, and any further numbers.
+fn wrk_result(output: &std::process::Output) -> (Load, Vec<f64>) {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no result:\n{text}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    let load = Load {
+        accepted: n[0] as u64,
+        other: n[1] as u64,
+        per_second: n[0] / (n[5] / 1e6),
+        p50_ms: n[2] / 1000.0,
+        p99_ms: n[3] / 1000.0,
+        max_ms: n[4] / 1000.0,
+    };
+    (load, n[6..].to_vec())
+}
+
 fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path) -> Load {
     wrk_with(addr, requests, duration, dir, CONNECTIONS)
 }
@@ -229,7 +329,7 @@ fn wrk_with(
     connections: usize,
 ) -> Load {
     let script = dir.join("signed.lua");
-    std::fs::write(&script, WRK_SCRIPT).expect("write the wrk script");
+    std::fs::write(&script, [WRK_THREADS, WRK_SCRIPT].concat()).expect("write the wrk script");
     let output = Command::new("wrk")
         .args([
             "-t2",
@@ -246,28 +346,7 @@ fn wrk_with(
         .arg("2")
         .output()
         .expect("run wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "wrk printed no result:\n{text}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-    let n: Vec<f64> = line
-        .split_whitespace()
-        .map(|v| v.parse().expect("a number"))
-        .collect();
-    Load {
-        accepted: n[0] as u64,
-        other: n[1] as u64,
-        per_second: n[0] / (n[5] / 1e6),
-        p50_ms: n[2] / 1000.0,
-        p99_ms: n[3] / 1000.0,
-        max_ms: n[4] / 1000.0,
-    }
+    wrk_result(&output).0
 }
 
 async fn count(db_url: &str, sql: &'static str) -> i64 {
@@ -588,7 +667,7 @@ fn start_sink() -> Sink {
     }
 }
 
-async fn scenario(name: &str, duration: Duration) -> Outcome {
+async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     let dir = tempfile::Builder::new()
         .prefix("gc-status-bench-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -637,6 +716,8 @@ async fn scenario(name: &str, duration: Duration) -> Outcome {
         "postgres-2" => return on_postgres(dir.path(), duration, 2).await,
         "snapshot-5m" => return snapshot_cost(dir.path()).await,
         "wallboard-50" => return wallboard(dir.path()).await,
+        "soak" => return soak(dir.path(), minutes, false).await,
+        "soak-postgres" => return soak(dir.path(), minutes, true).await,
         other => panic!("unknown scenario {other}"),
     };
     if preloaded > 0 {
@@ -869,6 +950,224 @@ async fn asset_sizes(addr: &str) -> String {
     )
 }
 
+/// The token the soak's requests carry (`GC_STATUS_TOKENS`).
+const SOAK_TOKEN: &str = "bench-soak-token";
+
+/// What the soak's sampler reads every 5 s.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    /// Seconds since the load began.
+    at: f64,
+    /// The server's resident memory (MiB).
+    rss_mib: f64,
+    /// SQLite: the WAL file (bytes). PostgreSQL: the `events` table with its indexes and TOAST.
+    wal_or_table: u64,
+    /// SQLite: the database file (bytes). PostgreSQL: the table's dead rows.
+    file_or_dead: u64,
+}
+
+/// The server's resident memory now (MiB).
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Ten minutes (`minutes`) of what senders really send, at 16 connections, one wrk run a minute;
+/// on PostgreSQL when `postgres`.
+async fn soak(dir: &Path, minutes: u64, postgres: bool) -> Outcome {
+    const SOAK_CONNECTIONS: usize = 16;
+    const WAL_BOUND: u64 = 64 * 1024 * 1024; // the default GC_STATUS_WAL_LIMIT_MB
+    let pg = postgres.then(PostgresServer::start);
+    let database = match &pg {
+        Some(pg) => Some(
+            gc_status::server::store::create_test_database(&pg.url)
+                .await
+                .expect("create the bench database"),
+        ),
+        None => None,
+    };
+    let mut env = vec![("GC_STATUS_TOKENS", SOAK_TOKEN)];
+    if let Some(url) = &database {
+        env.push(("GC_STATUS_DATABASE_URL", url.as_str()));
+    }
+    let server = Server::start(dir, &env);
+    let script = dir.join("soak.lua");
+    std::fs::write(&script, [WRK_THREADS, SOAK_SCRIPT].concat()).expect("write the wrk script");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let sampler = {
+        let (stop, pid) = (stop.clone(), server.child.id());
+        let file = dir.join("gc-status.db");
+        let wal = dir.join("gc-status.db-wal");
+        let database = database.clone();
+        on_own_thread(move || async move {
+            let mut pg = match &database {
+                Some(url) => Some(PgConnection::connect(url).await.expect("open")),
+                None => None,
+            };
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (wal_or_table, file_or_dead) = match &mut pg {
+                    Some(conn) => sqlx::query_as::<_, (i64, i64)>(
+                        "SELECT pg_total_relation_size('events'),
+                                COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
+                                           WHERE relname = 'events'), 0)",
+                    )
+                    .fetch_one(conn)
+                    .await
+                    .map_or((0, 0), |(size, dead)| (size as u64, dead as u64)),
+                    None => (
+                        std::fs::metadata(&wal).map_or(0, |m| m.len()),
+                        std::fs::metadata(&file).map_or(0, |m| m.len()),
+                    ),
+                };
+                samples.push(Sample {
+                    at: started.elapsed().as_secs_f64(),
+                    rss_mib: rss_mib(pid),
+                    wal_or_table,
+                    file_or_dead,
+                });
+                for _ in 0..50 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            samples
+        })
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let mut minutes_run: Vec<(Load, u64)> = Vec::new();
+    for minute in 0..minutes.max(1) {
+        let output = Command::new("wrk")
+            .args([
+                "-t2",
+                &format!("-c{SOAK_CONNECTIONS}"),
+                "-d60s",
+                "--timeout",
+                "10s",
+                "-s",
+            ])
+            .arg(&script)
+            .arg(format!("http://{}", server.addr))
+            .arg("--")
+            .arg((seed + minute).to_string())
+            .arg(SOAK_TOKEN)
+            .output()
+            .expect("run wrk (apt-get install wrk)");
+        let (load, extra) = wrk_result(&output);
+        let duplicates = extra.first().copied().unwrap_or(0.0) as u64;
+        minutes_run.push((load, duplicates));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler");
+    let db_url = server.db_url.clone();
+    let backlog = count(&db_url, OPEN_EVENTS).await;
+    let stored = count(&db_url, "SELECT COUNT(*) FROM events").await;
+
+    println!(
+        "  {:>6} {:>10} {:>8} {:>8} {:>14} {:>14} {:>9}",
+        "minute",
+        "acks/s",
+        "p99 ms",
+        "max ms",
+        if postgres {
+            "events MiB"
+        } else {
+            "max WAL MiB"
+        },
+        if postgres { "dead rows" } else { "db MiB" },
+        "RSS MiB"
+    );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut largest = 0;
+    let mut rss_per_minute = Vec::new();
+    for (m, (load, _)) in minutes_run.iter().enumerate() {
+        let window: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at >= m as f64 * 60.0 && s.at < (m + 1) as f64 * 60.0)
+            .collect();
+        let top = window.iter().map(|s| s.wal_or_table).max().unwrap_or(0);
+        let last = window.last().copied().copied().unwrap_or_default();
+        largest = largest.max(top);
+        rss_per_minute.push(last.rss_mib);
+        println!(
+            "  {:>6} {:>10.0} {:>8.2} {:>8.1} {:>14.1} {:>14} {:>9.1}",
+            m + 1,
+            load.per_second,
+            load.p99_ms,
+            load.max_ms,
+            mib(top),
+            if postgres {
+                last.file_or_dead.to_string()
+            } else {
+                format!("{:.1}", mib(last.file_or_dead))
+            },
+            last.rss_mib
+        );
+    }
+    let accepted: u64 = minutes_run.iter().map(|(l, _)| l.accepted).sum();
+    let duplicates: u64 = minutes_run.iter().map(|(_, d)| *d).sum();
+    let other: u64 = minutes_run.iter().map(|(l, _)| l.other).sum();
+    assert!(
+        stored as u64 >= accepted,
+        "{accepted} acknowledged but {stored} stored"
+    );
+    let (first, last) = (
+        minutes_run.first().map(|(l, _)| *l).unwrap_or_default(),
+        minutes_run.last().map(|(l, _)| *l).unwrap_or_default(),
+    );
+    // RSS after the first minute: flat means within 20% of its lowest.
+    let settled = &rss_per_minute[1.min(rss_per_minute.len() - 1)..];
+    let (low, high) = settled
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let wal_note = if postgres {
+        format!("events table at most {:.0} MiB", mib(largest))
+    } else {
+        format!(
+            "WAL at most {:.1} MiB (bound {:.0}: {})",
+            mib(largest),
+            mib(WAL_BOUND),
+            verdict(largest <= WAL_BOUND)
+        )
+    };
+    let note = format!(
+        "{minutes} min at c={SOAK_CONNECTIONS}; {wal_note}; RSS {low:.0}–{high:.0} MiB after minute 1 ({}); \
+         last minute {:.0}/s p99 {:.2} ms vs first {:.0}/s p99 {:.2} ms ({}); \
+         {stored} stored ≥ {accepted} acknowledged, {duplicates} duplicate ids, {other} non-202; backlog at the end {backlog}",
+        verdict(high <= low * 1.2),
+        last.per_second,
+        last.p99_ms,
+        first.per_second,
+        first.p99_ms,
+        verdict(last.per_second >= first.per_second * 0.9 && last.p99_ms <= first.p99_ms * 1.1),
+    );
+    server.stop();
+    drop(pg);
+    let all = Load {
+        accepted,
+        other,
+        per_second: accepted as f64 / (minutes_run.len() as f64 * 60.0),
+        p50_ms: median(minutes_run.iter().map(|(l, _)| l.p50_ms).collect()),
+        p99_ms: median(minutes_run.iter().map(|(l, _)| l.p99_ms).collect()),
+        max_ms: minutes_run
+            .iter()
+            .map(|(l, _)| l.max_ms)
+            .fold(0.0, f64::max),
+    };
+    Outcome { load: all, note }
+}
+
 /// Processing alone: how fast a stored backlog of 1,000,000 mixed events is worked off.
 async fn drain(dir: &Path) -> Outcome {
     const BACKLOG: usize = 1_000_000;
@@ -943,6 +1242,7 @@ async fn main() {
     let mut scenarios = Vec::new();
     let mut duration = Duration::from_secs(15);
     let mut rounds = 1;
+    let mut minutes = 10;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -952,6 +1252,7 @@ async fn main() {
                     Duration::from_secs(args.next().and_then(|v| v.parse().ok()).expect("seconds"))
             }
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("a count"),
+            "--minutes" => minutes = args.next().and_then(|v| v.parse().ok()).expect("minutes"),
             _ => {} // cargo bench passes `--bench`
         }
     }
@@ -975,7 +1276,7 @@ async fn main() {
     for name in &scenarios {
         let mut outcomes = Vec::new();
         for _ in 0..rounds {
-            outcomes.push(scenario(name, duration).await);
+            outcomes.push(scenario(name, duration, minutes).await);
         }
         let load = |f: fn(&Load) -> f64| median(outcomes.iter().map(|o| f(&o.load)).collect());
         println!(

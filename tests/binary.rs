@@ -454,3 +454,242 @@ async fn an_event_that_kills_the_process_every_time_ends_in_the_dead_letters() {
     server.child.kill().expect("stop the server");
     server.child.wait().expect("reap the server");
 }
+
+/// A real-size Amazon EventBridge delivery of a Genesys Cloud detail event with random UUIDs
+/// (as senders send them): three in four an `acd.start` of a new conversation in one of eight
+/// queues, one in four a topic gc-status does not interpret (it ends in the dead letters).
+/// Returns the envelope id (what the event is stored under) and the body.
+fn eventbridge_event(i: usize) -> (String, String) {
+    fn uuid() -> String {
+        let (a, b): (u64, u64) = (rand::random(), rand::random());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+    let (id, conversation) = (uuid(), uuid());
+    let topic = if i % 4 == 3 {
+        "user.start"
+    } else {
+        "acd.start"
+    };
+    let now = gc_status::server::worker::now_ms();
+    let body = format!(
+        r#"{{"version":"0","id":"{id}","detail-type":"v2.detail.events.conversation.{{id}}.{topic}","source":"aws.partner/genesys.com/cloud/3d2b7c1e-5f0a-4c1b-9a57-2f4e1a9c8b10/gc-status","account":"123456789012","time":"{time}","region":"eu-west-1","resources":[],"detail":{{"topicName":"v2.detail.events.conversation.{conversation}.{topic}","version":"2","eventBody":{{"eventTime":{now},"conversationId":"{conversation}","participantId":"{participant}","sessionId":"{session}","mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567","dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567","queueId":"7a1c2e3f-0b4d-4e5f-8a6b-{queue:012x}","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6","routingPriority":0,"requestedRoutingTypes":["Standard"]}},"metadata":{{"CorrelationId":"{correlation}"}}}}}}"#,
+        time = rfc3339(now),
+        participant = uuid(),
+        session = uuid(),
+        queue = i % 8,
+        correlation = uuid(),
+    );
+    (id, body)
+}
+
+/// What [`keep_posting`] saw.
+struct SteadyLoad {
+    acknowledged: Vec<String>,
+    /// Longest time between two acknowledgements (across all senders).
+    longest_pause: Duration,
+    /// The largest WAL file sampled (once a second).
+    largest_wal: u64,
+    /// `/readyz` answers other than 200 during the run.
+    not_ready: usize,
+}
+
+/// Posts [`eventbridge_event`]s from `senders` tasks without a pause for `length`, sampling
+/// the WAL file's size and `/readyz` every second.
+async fn keep_posting(
+    server: &RunningBinary,
+    dir: &std::path::Path,
+    senders: usize,
+    length: Duration,
+) -> SteadyLoad {
+    let client = reqwest::Client::new();
+    let addr = server.addr;
+    let until = std::time::Instant::now() + length;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..senders {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut acks = Vec::new();
+            let mut i = task;
+            while std::time::Instant::now() < until {
+                let (id, body) = eventbridge_event(i);
+                i += senders;
+                match post(&client, addr, body).await {
+                    202 => acks.push((std::time::Instant::now(), id)),
+                    status => panic!("webhook answered {status}"),
+                }
+            }
+            acks
+        });
+    }
+    let wal = dir.join("gc-status.db-wal");
+    let (mut largest_wal, mut not_ready) = (0, 0);
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        let ready = client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        if ready != 200 {
+            not_ready += 1;
+        }
+    }
+    let mut acks = Vec::new();
+    while let Some(sent) = tasks.join_next().await {
+        acks.extend(sent.expect("a sender"));
+    }
+    acks.sort_by_key(|(at, _)| *at);
+    let longest_pause = acks
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or_default();
+    SteadyLoad {
+        acknowledged: acks.into_iter().map(|(_, id)| id).collect(),
+        longest_pause,
+        largest_wal,
+        not_ready,
+    }
+}
+
+/// The WAL bound the steady-traffic tests set (`GC_STATUS_WAL_LIMIT_MB`): small, so that a
+/// WAL that kept growing would pass it within seconds.
+const WAL_LIMIT_MB: u64 = 16;
+
+/// Asserts what steady traffic must never do: grow the WAL past its bound, pause, lose an
+/// acknowledged event, or make the server unready.
+async fn assert_bounded(load: &SteadyLoad, dir: &std::path::Path, server: &RunningBinary) {
+    let bound = WAL_LIMIT_MB * 1024 * 1024;
+    eprintln!(
+        "{} acknowledged, longest pause {:?}, largest WAL {} bytes (bound {bound})",
+        load.acknowledged.len(),
+        load.longest_pause,
+        load.largest_wal
+    );
+    assert!(
+        load.acknowledged.len() > 10_000,
+        "only {} webhooks in a minute",
+        load.acknowledged.len()
+    );
+    // Without the keeper, this load grows the WAL by megabytes a second, and the old
+    // truncation after a quiet second never comes.
+    assert!(
+        load.longest_pause < Duration::from_millis(100),
+        "the load paused for {:?}",
+        load.longest_pause
+    );
+    assert!(
+        load.largest_wal <= bound,
+        "the WAL reached {} bytes, over its bound of {bound}",
+        load.largest_wal
+    );
+    assert_eq!(load.not_ready, 0, "/readyz was not ready during the load");
+    let stored = stored_ids(dir)
+        .await
+        .into_iter()
+        .collect::<std::collections::HashSet<_>>();
+    let lost = load
+        .acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .count();
+    assert_eq!(lost, 0, "acknowledged events missing");
+    // `/metrics` shows the WAL, its bound and the restarts that kept it there.
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("gc_status_wal_bytes") <= bound as f64);
+    assert_eq!(value("gc_status_wal_limit_bytes"), bound as f64);
+    assert!(value("gc_status_wal_restarts_total") >= 1.0);
+    // The last restart held writes up briefly.
+    assert!(value("gc_status_wal_checkpoint_seconds") < 0.1);
+}
+
+#[tokio::test]
+async fn the_wal_stays_under_its_bound_during_a_minute_of_continuous_webhooks() {
+    if on_postgres() {
+        return; // the SQLite WAL; the suite's SQLite run covers it
+    }
+    let dir = temp_dir();
+    let limit = WAL_LIMIT_MB.to_string();
+    let env = [
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_WAL_LIMIT_MB", limit.as_str()),
+    ];
+    let mut server = start_binary(dir.path(), &env).await;
+    let load = keep_posting(&server, dir.path(), 8, Duration::from_secs(60)).await;
+    assert_bounded(&load, dir.path(), &server).await;
+    server.child.kill().expect("stop the server");
+    let _ = server.child.wait();
+}
+
+#[tokio::test]
+async fn the_wal_stays_bounded_with_the_status_stream_open_and_forwarding_workers_busy() {
+    if on_postgres() {
+        return;
+    }
+    // A downstream that takes every processed event: the forwarding workers claim, deliver
+    // and record all the time, beside ingestion and the inline applier.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the sink");
+    let sink_url = format!("http://{}/sink", sink.local_addr().expect("address"));
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = delivered.clone();
+    let app = axum::Router::new().route(
+        "/sink",
+        axum::routing::post(move || async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            axum::http::StatusCode::ACCEPTED
+        }),
+    );
+    tokio::spawn(async move { axum::serve(sink, app).await });
+
+    let dir = temp_dir();
+    let limit = WAL_LIMIT_MB.to_string();
+    let env = [
+        ("GC_STATUS_HMAC_SECRETS", SECRET),
+        ("GC_STATUS_WAL_LIMIT_MB", limit.as_str()),
+        ("GC_STATUS_SINK_URL", sink_url.as_str()),
+        ("GC_STATUS_STATUS_CACHE_MS", "100"),
+    ];
+    let mut server = start_binary(dir.path(), &env).await;
+    // The live status stream stays open and read throughout.
+    let mut stream = reqwest::get(format!("http://{}/api/v2/stream", server.addr))
+        .await
+        .expect("the stream opens");
+    let reader = tokio::spawn(async move {
+        let mut updates = 0;
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            updates += chunk.windows(13).filter(|w| w == b"event: status").count();
+        }
+        updates
+    });
+    let load = keep_posting(&server, dir.path(), 8, Duration::from_secs(60)).await;
+    assert_bounded(&load, dir.path(), &server).await;
+    assert!(
+        delivered.load(std::sync::atomic::Ordering::Relaxed) > 1_000,
+        "the forwarding workers were not busy"
+    );
+    server.child.kill().expect("stop the server");
+    let _ = server.child.wait();
+    let updates = reader.await.expect("the stream reader");
+    assert!(updates > 30, "only {updates} status updates on the stream");
+}

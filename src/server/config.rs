@@ -121,6 +121,17 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_MAX_DATABASE_MB")]
     pub max_database_mb: Option<u64>,
 
+    /// SQLite: largest the write-ahead log may grow under steady traffic (MiB). It is restarted
+    /// between two commits once past a quarter of this; `/readyz` reports it if it still grows
+    /// past the bound (a reader holding an old snapshot, a failing checkpoint).
+    #[arg(
+        long,
+        env = "GC_STATUS_WAL_LIMIT_MB",
+        default_value_t = crate::server::store::WalLimit::DEFAULT_MB,
+        value_parser = clap::value_parser!(u64).range(4..=1_048_576)
+    )]
+    pub wal_limit_mb: u64,
+
     /// Longest a client may take to send a request's head, and then its body (seconds);
     /// slower requests are cut off (a slow body with 408).
     #[arg(

@@ -58,6 +58,7 @@ pub struct Application {
     extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)>,
     read_timeout: Duration,
     forwarder: Option<Forwarder>,
+    wal_keeper: Option<store::WalKeeper>,
 }
 
 impl Application {
@@ -87,6 +88,7 @@ impl Application {
                     .max_database_mb
                     .map(|mb| mb.saturating_mul(1024 * 1024)),
                 pool_size: config.database_pool,
+                wal_limit: store::WalLimit::from_mb(config.wal_limit_mb),
             },
         )
         .await?;
@@ -97,6 +99,7 @@ impl Application {
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
         let health = Health::default();
+        let wal_keeper = db.wal_keeper(health.clone()).await?;
         let processor = processor(&config);
         // Processing as events arrive spares the workers (and the write lock) a claim and a
         // completion per event; it needs workers on (they handle retries and crashes).
@@ -210,6 +213,7 @@ impl Application {
             extra_tasks,
             read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
             forwarder,
+            wal_keeper,
         })
     }
 
@@ -274,6 +278,7 @@ impl Application {
             extra_tasks,
             read_timeout,
             forwarder,
+            wal_keeper,
         } = self;
         let mut tasks = Supervised::default();
         // Other replicas' commits wake this one's workers too (PostgreSQL).
@@ -285,10 +290,9 @@ impl Application {
         if !workers.is_empty() {
             tasks.adopt("worker", workers);
         }
-        tasks.spawn(
-            "checkpoint",
-            checkpoint_periodically(db.clone(), stop.clone()),
-        );
+        if let Some(keeper) = wal_keeper {
+            tasks.spawn("WAL keeper", keeper.run(stop.clone()));
+        }
         tasks.spawn("status feed", feed.run(status.clone(), stop.clone()));
         tasks.spawn("queue sampler", status.sample_periodically(stop.clone()));
         tasks.spawn(
@@ -511,31 +515,6 @@ fn processor(config: &Config) -> Arc<dyn Processor> {
             })
         }
         None => Arc::new(stats),
-    }
-}
-
-/// Keeps the WAL short. Connections never checkpoint on commit (see `store::open`), so this
-/// is the one place it happens, off every request's path. Once the WAL is fully copied and no
-/// frame was added for a whole interval (quiet after a burst), it is truncated to zero.
-async fn checkpoint_periodically(db: Db, stop: CancellationToken) {
-    const EVERY: Duration = Duration::from_secs(1);
-    let mut last_len = 0;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
-            () = stop.cancelled() => return,
-        }
-        match db.checkpoint().await {
-            Ok((len, copied)) => {
-                if copied && len > 0 && len == last_len {
-                    if let Err(err) = db.truncate_wal().await {
-                        tracing::warn!(error = %err, "truncating the WAL failed; retrying");
-                    }
-                }
-                last_len = len;
-            }
-            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed; retrying"),
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use self::writer::{NewEvent, Receipt};
 pub use self::{
     postgres::{create_test_database, PgDb},
     records::*,
-    sqlite::{SqliteDb, WriteGate},
+    sqlite::{SqliteDb, WalKeeper, WalLimit, WriteGate},
 };
 use crate::{
     model::{AuditEntry, EventCounts, QueueStatus},
@@ -94,6 +94,8 @@ pub struct OpenOptions {
     pub max_bytes: Option<u64>,
     /// PostgreSQL only: connections per process (`GC_STATUS_DATABASE_POOL`).
     pub pool_size: u32,
+    /// SQLite only: the WAL's bound (`GC_STATUS_WAL_LIMIT_MB`).
+    pub wal_limit: WalLimit,
 }
 
 impl Default for OpenOptions {
@@ -102,6 +104,7 @@ impl Default for OpenOptions {
             busy_timeout: Duration::from_secs(5),
             max_bytes: None,
             pool_size: 16,
+            wal_limit: WalLimit::default(),
         }
     }
 }
@@ -126,8 +129,13 @@ pub async fn open_with(
 ) -> anyhow::Result<(Db, WriterConn)> {
     match Backend::of(database_url)? {
         Backend::Sqlite => {
-            let (db, conn) =
-                sqlite::open_with(database_url, options.busy_timeout, options.max_bytes).await?;
+            let (db, conn) = sqlite::open_with(
+                database_url,
+                options.busy_timeout,
+                options.max_bytes,
+                options.wal_limit,
+            )
+            .await?;
             Ok((Db::Sqlite(db), WriterConn::Sqlite(conn)))
         }
         Backend::Postgres => {
@@ -562,20 +570,15 @@ impl Db {
 
     // --- housekeeping -------------------------------------------------------------------
 
-    /// SQLite: copies the WAL back into the database file (PASSIVE); returns the WAL's length
-    /// in frames and whether all of it is copied. PostgreSQL checkpoints by itself: (0, true).
-    pub async fn checkpoint(&self) -> sqlx::Result<(i64, bool)> {
+    /// SQLite: the task that keeps the WAL under its bound, reporting to `health`.
+    /// PostgreSQL manages its own WAL (and autovacuum its tables): `None`.
+    pub async fn wal_keeper(
+        &self,
+        health: crate::server::health::Health,
+    ) -> anyhow::Result<Option<WalKeeper>> {
         match self {
-            Db::Sqlite(db) => db.checkpoint().await,
-            Db::Postgres(_) => Ok((0, true)),
-        }
-    }
-
-    /// SQLite: empties the WAL file after a burst. Nothing to do on PostgreSQL.
-    pub async fn truncate_wal(&self) -> sqlx::Result<()> {
-        match self {
-            Db::Sqlite(db) => db.truncate_wal().await,
-            Db::Postgres(_) => Ok(()),
+            Db::Sqlite(db) => Ok(Some(db.wal_keeper(health).await?)),
+            Db::Postgres(_) => Ok(None),
         }
     }
 }

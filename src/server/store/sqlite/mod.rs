@@ -6,6 +6,7 @@ mod events;
 pub(super) mod ingest;
 mod portal;
 mod stats;
+mod wal;
 mod work;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -16,6 +17,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, SqlitePool,
 };
+pub use wal::{WalKeeper, WalLimit};
 
 /// Migrations embedded in the binary; applied on start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -28,6 +30,8 @@ pub struct SqliteDb {
     write_gate: WriteGate,
     /// Whether events marked done are also queued for the sink (see `deliveries`).
     forwarding: bool,
+    /// The WAL's bound (see [`WalKeeper`]).
+    wal_limit: WalLimit,
 }
 
 /// Serialises this process's write transactions before they reach SQLite.
@@ -91,9 +95,6 @@ pub(crate) async fn add_totals(
     Ok(())
 }
 
-/// Bytes the WAL file is truncated to when it restarts.
-const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
-
 /// Connection settings shared by the pool and the writer.
 ///
 /// WAL lets readers run beside the single writer; `synchronous=FULL` makes a commit durable
@@ -101,6 +102,7 @@ const WAL_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 fn connect_options(
     database_url: &str,
     busy_timeout: Duration,
+    wal_limit: WalLimit,
 ) -> anyhow::Result<SqliteConnectOptions> {
     let options = SqliteConnectOptions::from_str(database_url)
         .with_context(|| format!("GC_STATUS_DATABASE_URL `{database_url}` is not a SQLite URL (e.g. sqlite://data/gc-status.db)"))?
@@ -108,9 +110,12 @@ fn connect_options(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(busy_timeout)
-        // After a burst, the WAL file shrinks back to this once it restarts (see
-        // `SqliteDb::checkpoint`), instead of keeping its largest size for ever.
-        .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
+        // When the WAL restarts (see `WalKeeper`), its file is cut back to this instead of
+        // keeping its largest size for ever.
+        .pragma(
+            "journal_size_limit",
+            wal_limit.kept_after_restart().to_string(),
+        );
     Ok(options)
 }
 
@@ -136,14 +141,16 @@ pub(super) fn database_file(database_url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Opens (creating if needed) the database, applies migrations and returns the read pool and
-/// a dedicated connection for the writer; with the database limited to `max_bytes` (`GC_STATUS_MAX_DATABASE_MB`): past it,
-/// writes fail as on a full disk (503, retried) instead of filling the disk.
+/// a dedicated connection for the writer; with the database limited to `max_bytes`
+/// (`GC_STATUS_MAX_DATABASE_MB`): past it, writes fail as on a full disk (503, retried) instead
+/// of filling the disk.
 pub async fn open_with(
     database_url: &str,
     busy_timeout: Duration,
     max_bytes: Option<u64>,
+    wal_limit: WalLimit,
 ) -> anyhow::Result<(SqliteDb, SqliteConnection)> {
-    let mut options = connect_options(database_url, busy_timeout)?;
+    let mut options = connect_options(database_url, busy_timeout, wal_limit)?;
     if let Some(max_bytes) = max_bytes {
         // SQLite's default page size; the limit is in pages and per connection.
         options = options.pragma("max_page_count", (max_bytes / 4096).max(1).to_string());
@@ -159,8 +166,8 @@ pub async fn open_with(
     // Pool writes are worker progress and admin actions: losing the last of them to a power
     // cut only means an event is processed again, which the idempotent statistics absorb. So
     // they skip the fsync (`NORMAL`, still atomic in WAL); ingest commits stay `FULL`.
-    // No connection checkpoints on commit (that would run inside the write gate); the
-    // maintenance task checkpoints instead (`SqliteDb::checkpoint`).
+    // No connection checkpoints on commit (that would run inside the write gate, and a
+    // PASSIVE one cannot restart the WAL under steady writes anyway): `WalKeeper` does.
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(
@@ -185,6 +192,7 @@ pub async fn open_with(
         pool,
         write_gate: WriteGate::default(),
         forwarding: false,
+        wal_limit,
     };
     Ok((db, writer))
 }
@@ -225,27 +233,6 @@ impl SqliteDb {
         .execute(&mut *tx)
         .await?;
         tx.commit().await
-    }
-
-    /// Copies the WAL back into the database file without blocking writers (PASSIVE), so
-    /// the WAL stays short. Runs outside the write gate, off the ingest path. Returns the
-    /// WAL's length in frames and whether all of it is copied.
-    pub async fn checkpoint(&self) -> sqlx::Result<(i64, bool)> {
-        let (_busy, log, copied): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok((log, log == copied))
-    }
-
-    /// Empties the WAL file (TRUNCATE checkpoint) inside the write gate: for quiet moments
-    /// after a burst, when no write would restart (and so shrink) the WAL.
-    pub async fn truncate_wal(&self) -> sqlx::Result<()> {
-        let mut w = self.writing().await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *w)
-            .await?;
-        Ok(())
     }
 
     pub async fn close(&self) {
