@@ -28,8 +28,9 @@
 //!   is as durable as in production;
 //! - `soak` (not in the default set): as shipped for `--minutes` (10) at 16 connections, with
 //!   what senders really send: random-UUID ids and real-size EventBridge bodies made by wrk's
-//!   Lua as it goes (static-token authentication, so nothing needs pre-signing), 75% `acd.start`
-//!   in 20 queues and 25% topics that end as dead letters. One wrk run a minute; the WAL file,
+//!   Lua as it goes (static-token authentication, so nothing needs pre-signing): `acd.start`
+//!   and `acd.end` of conversations in 20 queues (a steady few hundred waiting), and 25% topics
+//!   that end as dead letters. One wrk run a minute; the WAL file,
 //!   the database file and the server's RSS sampled every 5 s. Reports, per minute,
 //!   acknowledged/s, p99, the largest WAL and the RSS, and checks the WAL stayed under its bound,
 //!   RSS stayed flat, and the last minute kept the first one's throughput and p99;
@@ -113,11 +114,15 @@ end
 
 /// The soak's wrk script: each request a new event made on the spot (random UUIDs, a real-size
 /// EventBridge envelope of a Genesys detail event), sent with a static token; counts 202s and
-/// duplicates (a UUID drawn twice would be one).
+/// duplicates (a UUID drawn twice would be one). Of every 8 requests, 3 are an `acd.start` of a
+/// new conversation, 3 the `acd.end` (answered or abandoned) of the oldest still waiting once
+/// 40 are (so queues hold a steady few hundred conversations, as a contact centre does, and
+/// do not grow for ever), and 2 a topic gc-status does not interpret (dead letters).
 const SOAK_SCRIPT: &str = r#"
 function init(args)
   math.randomseed(tonumber(args[1]) * 7919 + tid * 104729)
   token, n, accepted, duplicate, other = args[2], 0, 0, 0, 0
+  waiting, first, last = {}, 1, 0
 end
 local function hex(digits)
   return string.format("%0" .. digits .. "x", math.random(0, 16 ^ digits - 1))
@@ -134,14 +139,26 @@ local template = '{"version":"0","id":"%s","detail-type":"v2.detail.events.conve
   '"mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567",' ..
   '"dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567",' ..
   '"queueId":"7a1c2e3f-0b4d-4e5f-8a6b-%012d","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6",' ..
-  '"routingPriority":0,"requestedRoutingTypes":["Standard"]},"metadata":{"CorrelationId":"%s"}}}'
+  '"routingPriority":0,"requestedRoutingTypes":["Standard"]%s},"metadata":{"CorrelationId":"%s"}}}'
 function request()
   n = n + 1
-  local id, conversation = uuid(), uuid()
-  local topic = (n % 4 == 0) and "user.start" or "acd.start"
+  local kind = n % 8
+  local topic, conversation, queue, outcome = "acd.start", uuid(), n % 20, ""
+  if kind == 0 or kind == 4 then
+    topic = "user.start"
+  elseif (kind == 2 or kind == 5 or kind == 7) and last - first >= 40 then
+    topic, conversation, queue = "acd.end", waiting[first][1], waiting[first][2]
+    waiting[first] = nil
+    first = first + 1
+    outcome = (n % 5 == 0) and ',"acdOutcome":"ABANDON","disconnectType":"peer"'
+      or ',"acdOutcome":"ANSWERED","disconnectType":"client"'
+  else
+    last = last + 1
+    waiting[last] = { conversation, queue }
+  end
   local now = os.time()
-  local body = string.format(template, id, topic, os.date("!%Y-%m-%dT%H:%M:%SZ", now),
-    conversation, topic, now * 1000, conversation, uuid(), uuid(), n % 20, uuid())
+  local body = string.format(template, uuid(), topic, os.date("!%Y-%m-%dT%H:%M:%SZ", now),
+    conversation, topic, now * 1000, conversation, uuid(), uuid(), queue, outcome, uuid())
   return wrk.format("POST", "/api/v2/webhooks/gc-status",
     { ["Content-Type"] = "application/json; charset=utf-8", ["X-GC-Token"] = token,
       ["User-Agent"] = "Amazon/EventBridge/ApiDestinations" }, body)
