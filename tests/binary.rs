@@ -579,11 +579,13 @@ async fn assert_bounded(load: &SteadyLoad, dir: &std::path::Path, server: &Runni
         "only {} webhooks in a minute",
         load.acknowledged.len()
     );
-    // Without the keeper, this load grows the WAL by megabytes a second, and the old
-    // truncation after a quiet second never comes.
+    // The senders never pause, and the server never stalls for the quiet second after which
+    // the WAL is emptied: what keeps it bounded here is the restarts between commits. (Without
+    // them this load grows the WAL by megabytes a second.) The margin is for a suite sharing
+    // two cores with this test; the pauses seen alone are a few tens of milliseconds.
     assert!(
-        load.longest_pause < Duration::from_millis(100),
-        "the load paused for {:?}",
+        load.longest_pause < Duration::from_millis(500),
+        "the server stalled for {:?}",
         load.longest_pause
     );
     assert!(
