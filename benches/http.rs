@@ -279,13 +279,7 @@ impl Server {
 
     /// Peak resident memory so far (MiB).
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        memory_mib(self.child.id(), "VmHWM:")
     }
 
     fn stop(mut self) {
@@ -983,12 +977,13 @@ struct Sample {
     file_or_dead: u64,
 }
 
-/// The server's resident memory now (MiB).
-fn rss_mib(pid: u32) -> f64 {
+/// A memory figure of process `pid` (MiB): `field` is a line of `/proc/PID/status`, such as
+/// `VmRSS:` (resident now) or `VmHWM:` (peak).
+fn memory_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -1045,7 +1040,7 @@ async fn soak(dir: &Path, minutes: u64, postgres: bool) -> Outcome {
                 };
                 samples.push(Sample {
                     at: started.elapsed().as_secs_f64(),
-                    rss_mib: rss_mib(pid),
+                    rss_mib: memory_mib(pid, "VmRSS:"),
                     wal_or_table,
                     file_or_dead,
                 });

@@ -167,7 +167,6 @@ impl SqliteDb {
 /// descriptor of a SQLite database drops every POSIX lock the process holds on it, SQLite's
 /// included (<https://sqlite.org/howtocorrupt.html>, section 2.2). It is only ever used for
 /// `fdatasync`, which changes nothing but when pages reach the disk.
-#[derive(Clone)]
 struct DatabaseFile(Arc<std::fs::File>);
 
 impl DatabaseFile {
@@ -233,9 +232,9 @@ impl WalKeeper {
                 0
             };
             last_frames = c.frames;
-            let held = c.frames as u64 * self.frame_bytes;
+            let used = c.frames as u64 * self.frame_bytes;
             let quiet = c.frames > 0 && c.copied == c.frames && quiet_ticks >= QUIET_TICKS;
-            let due = held >= self.limit.restart_at() && restarted_at != Some(c.frames);
+            let due = used >= self.limit.restart_at() && restarted_at != Some(c.frames);
             if (due && Instant::now() >= next_try) || quiet {
                 // In a quiet moment no commit would start the WAL over: empty it instead.
                 let mode = if quiet { Mode::Truncate } else { Mode::Restart };
@@ -248,7 +247,7 @@ impl WalKeeper {
                     next_try = Instant::now() + retry_pause;
                 }
             }
-            self.report(held);
+            self.report(used);
         }
         if let Err(err) = self.conn.close().await {
             tracing::warn!(error = %err, "closing the WAL keeper's connection failed");
@@ -325,12 +324,12 @@ impl WalKeeper {
         }
     }
 
-    /// Publishes the WAL's size (`held`: bytes of frames since it last started over), and
+    /// Publishes the WAL's size (`used`: bytes of frames since it last started over), and
     /// tells `/readyz` when the file is over its bound.
-    fn report(&mut self, held: u64) {
+    fn report(&mut self, used: u64) {
         let file = self.file_bytes();
         metrics::gauge!("gc_status_wal_bytes").set(file as f64);
-        metrics::gauge!("gc_status_wal_used_bytes").set(held as f64);
+        metrics::gauge!("gc_status_wal_used_bytes").set(used as f64);
         if file > self.limit.bound {
             let why = self
                 .last_failure
