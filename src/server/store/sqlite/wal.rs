@@ -232,13 +232,15 @@ impl WalKeeper {
                 0
             };
             last_frames = c.frames;
-            let used = c.frames as u64 * self.frame_bytes;
+            let mut used = c.frames as u64 * self.frame_bytes;
             let quiet = c.frames > 0 && c.copied == c.frames && quiet_ticks >= QUIET_TICKS;
             let due = used >= self.limit.restart_at() && restarted_at != Some(c.frames);
             if (due && Instant::now() >= next_try) || quiet {
                 // In a quiet moment no commit would start the WAL over: empty it instead.
                 let mode = if quiet { Mode::Truncate } else { Mode::Restart };
                 if self.restart(mode).await {
+                    // Nothing of it is in use any more: the next commit starts it over.
+                    used = 0;
                     restarted_at = Some(c.frames);
                     retry_pause = TICK;
                     quiet_ticks = 0;
