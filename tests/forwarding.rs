@@ -21,7 +21,9 @@ use axum::{
     Form, Json, Router,
 };
 use common::*;
-use gc_status::server::{config::ForwardConfig, forward::token::TokenSource, worker::now_ms};
+use gc_status::server::{
+    config::ForwardConfig, forward::token::TokenSource, store::DeliveryState, worker::now_ms,
+};
 use serde_json::{json, Value};
 
 const CLIENT_ID: &str = "gc-status-forwarder";
@@ -291,7 +293,7 @@ async fn wait_recorded(app: &TestApp, id: &str) {
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|(state, _, _)| state == "done")
+                .is_some_and(|d| d.state == "done")
         },
     )
     .await;
@@ -332,7 +334,9 @@ async fn many_events_share_one_token_and_arrive_as_normalized_records() {
     // Statistics do not depend on forwarding, and each event records that it is forwarded.
     assert_eq!(app.queue("q-f").await["waiting"], 60);
     wait_recorded(&app, "many-7").await;
-    let (state, attempts, _) = app.db.delivery_state("many-7").await.unwrap().unwrap();
+    let DeliveryState {
+        state, attempts, ..
+    } = app.db.delivery_state("many-7").await.unwrap().unwrap();
     assert_eq!((state.as_str(), attempts), ("done", 1));
     wait_until(
         "the strip shows nothing waiting",
@@ -451,7 +455,12 @@ async fn a_401_renews_the_token_once_and_retries_at_once() {
     assert_eq!(down.token_requests.load(Ordering::SeqCst), 2, "one renewal");
     assert_eq!(down.count_status(401), 1, "one refusal");
     wait_recorded(&app, "after-0").await;
-    let (state, attempts, errors) = app.db.delivery_state("after-0").await.unwrap().unwrap();
+    let DeliveryState {
+        state,
+        attempts,
+        errors,
+        ..
+    } = app.db.delivery_state("after-0").await.unwrap().unwrap();
     assert_eq!(
         (state.as_str(), attempts),
         ("done", 1),
@@ -477,7 +486,12 @@ async fn retry_after_is_honoured() {
     let waited = received[1].at - received[0].at;
     assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
     wait_recorded(&app, "later-0").await;
-    let (state, attempts, errors) = app.db.delivery_state("later-0").await.unwrap().unwrap();
+    let DeliveryState {
+        state,
+        attempts,
+        errors,
+        ..
+    } = app.db.delivery_state("later-0").await.unwrap().unwrap();
     assert_eq!((state.as_str(), attempts), ("done", 2));
     assert!(errors[0]["error"].as_str().unwrap().contains("503"));
     app.stop().await.expect("clean stop");
@@ -528,7 +542,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
                 .delivery_state("bad-0")
                 .await
                 .unwrap()
-                .is_some_and(|(state, _, _)| state == "done")
+                .is_some_and(|d| d.state == "done")
         },
     )
     .await;
@@ -539,7 +553,7 @@ async fn a_refused_record_is_dead_lettered_at_once_and_replayed_once_fixed() {
         1,
         "statistics applied once"
     );
-    let (_, _, errors) = app.db.delivery_state("bad-0").await.unwrap().unwrap();
+    let DeliveryState { errors, .. } = app.db.delivery_state("bad-0").await.unwrap().unwrap();
     assert_eq!(errors.len(), 1, "the refusal stays on record");
     app.stop().await.expect("clean stop");
 }
@@ -724,10 +738,12 @@ async fn a_sink_that_does_not_answer_in_time_gets_the_record_again_under_the_sam
             .delivery_state("slow-0")
             .await
             .unwrap()
-            .is_some_and(|(state, _, _)| state == "done")
+            .is_some_and(|d| d.state == "done")
     })
     .await;
-    let (_, attempts, errors) = app.db.delivery_state("slow-0").await.unwrap().unwrap();
+    let DeliveryState {
+        attempts, errors, ..
+    } = app.db.delivery_state("slow-0").await.unwrap().unwrap();
     assert_eq!(attempts, 2);
     let error = errors[0]["error"].as_str().unwrap();
     assert!(error.contains("timed out"), "{error}");
@@ -846,7 +862,9 @@ async fn a_lone_event_outlives_an_outage_longer_than_its_attempts() {
     wait_delivered(&down, &ids, Duration::from_secs(10)).await;
     assert_eq!(app.snapshot().await["pipeline"]["dead"], 0);
     wait_recorded(&app, "lone-0").await;
-    let (state, attempts, _) = app.db.delivery_state("lone-0").await.unwrap().unwrap();
+    let DeliveryState {
+        state, attempts, ..
+    } = app.db.delivery_state("lone-0").await.unwrap().unwrap();
     assert_eq!(state, "done");
     assert!(
         attempts <= 3,

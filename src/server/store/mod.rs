@@ -1,30 +1,155 @@
 //! All SQL lives here, behind one [`Db`]: the embedded SQLite backend (one file, one process)
 //! and the PostgreSQL backend (several replicas sharing one queue), each with its own SQL and
 //! its own migrations. Handlers, workers, pages and the CLI never know which one runs.
+//!
+//! Every intent on an event's life is written once, in the modules below (`work`,
+//! `dead_letters`, `deliveries`, `stats`, `portal`, `events`), generic over small statement
+//! traits (`WorkSql`, `DeadLetterSql`, …) that each backend implements on its connection type
+//! with its SQL text and binds, as [`writer`] does with `BatchRows`. Statements the same on
+//! both are written once too: each module's `shared_*_statements!` macro expands them into both
+//! backends' impls (sqlx's SQLite driver binds `$N` by position). What is truly one backend's
+//! stays in its folder: SQLite's write gate, `BEGIN IMMEDIATE` and WAL keeper; PostgreSQL's
+//! `FOR UPDATE SKIP LOCKED`, `LISTEN/NOTIFY` and shared rates.
+
+use std::{borrow::Cow, time::Duration};
+
+/// Runs `$body` with `$tx` bound to `&mut` the running backend's connection inside a write
+/// transaction, and commits when the body returns `Ok` (an error drops, so rolls back, the
+/// transaction). The body is compiled once per backend, so it calls the generic intent.
+///
+/// SQLite: a pooled connection, then the write gate (see [`WriteGate`]), then `BEGIN
+/// IMMEDIATE`, which takes the write lock at once instead of upgrading a read lock halfway
+/// (which could fail busy). PostgreSQL: a pool transaction.
+macro_rules! write_tx {
+    ($db:expr, |$tx:ident| $body:expr) => {
+        async {
+            match $db {
+                $crate::server::store::Db::Sqlite(db) => {
+                    let mut writing = db.writing().await?;
+                    let mut tx =
+                        sqlx::Connection::begin_with(&mut *writing, "BEGIN IMMEDIATE").await?;
+                    let out = {
+                        let $tx: &mut sqlx::SqliteConnection = &mut tx;
+                        $body
+                    };
+                    if out.is_ok() {
+                        tx.commit().await?;
+                    }
+                    out
+                }
+                $crate::server::store::Db::Postgres(db) => {
+                    let mut tx = db.pool().begin().await?;
+                    let out = {
+                        let $tx: &mut sqlx::PgConnection = &mut tx;
+                        $body
+                    };
+                    if out.is_ok() {
+                        tx.commit().await?;
+                    }
+                    out
+                }
+            }
+        }
+        .await
+    };
+}
+
+/// Runs `$body` with `$conn` bound to `&mut` a pooled connection of the running backend, for
+/// reads (outside SQLite's write gate).
+macro_rules! read_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        async {
+            match $db {
+                $crate::server::store::Db::Sqlite(db) => {
+                    let mut pooled = db.pool().acquire().await?;
+                    let $conn: &mut sqlx::SqliteConnection = &mut pooled;
+                    $body
+                }
+                $crate::server::store::Db::Postgres(db) => {
+                    let mut pooled = db.pool().acquire().await?;
+                    let $conn: &mut sqlx::PgConnection = &mut pooled;
+                    $body
+                }
+            }
+        }
+        .await
+    };
+}
 
 pub mod copy;
+mod dead_letters;
+mod deliveries;
+mod events;
+mod portal;
 mod postgres;
 pub mod records;
 mod sqlite;
+mod stats;
+mod work;
 pub mod writer;
 
-use std::{collections::HashMap, time::Duration};
-
-use serde_json::Value;
-
 use self::writer::{NewEvent, Receipt};
+use self::{
+    dead_letters::DeadLetterSql, deliveries::DeliverySql, events::EventSql, portal::PortalSql,
+    stats::StatsSql, work::WorkSql,
+};
 pub use self::{
+    deliveries::DeliveryState,
     postgres::{create_test_database, PgDb},
     records::*,
     sqlite::{SqliteDb, WalKeeper, WalLimit, WriteGate},
 };
-use crate::{
-    model::{AuditEntry, EventCounts, QueueStatus},
-    server::domain::{
-        ClaimedEvent, DeadLetter, DeadLetterFilter, DeadLetterPage, DeliveryOutcome, Effect,
-        Outcome, ProcessError, Selection,
-    },
-};
+
+/// What the statements written once need to know of a backend.
+pub(crate) trait Dialect {
+    /// Text as the backend stores it: PostgreSQL's `text` cannot hold NUL, which a JSON
+    /// string may carry (`\u0000`), so it becomes U+FFFD there instead of failing the
+    /// statement (and its batch); SQLite stores any text.
+    fn text(text: &str) -> Cow<'_, str>;
+    /// A list of text bound as one parameter ...
+    type Texts;
+    fn texts(items: &[String]) -> Self::Texts;
+    /// ... and the SQL around that parameter that makes `column <IN_TEXTS>` true for the
+    /// list's members.
+    const IN_TEXTS: (&'static str, &'static str);
+}
+
+impl Dialect for sqlx::SqliteConnection {
+    fn text(text: &str) -> Cow<'_, str> {
+        Cow::Borrowed(text)
+    }
+    /// A JSON array, read back with `json_each` (SQLite has no array type).
+    type Texts = String;
+    fn texts(items: &[String]) -> String {
+        serde_json::json!(items).to_string()
+    }
+    const IN_TEXTS: (&'static str, &'static str) = ("IN (SELECT value FROM json_each(", "))");
+}
+
+impl Dialect for sqlx::PgConnection {
+    fn text(text: &str) -> Cow<'_, str> {
+        postgres::pg_text(text)
+    }
+    type Texts = Vec<String>;
+    fn texts(items: &[String]) -> Vec<String> {
+        items
+            .iter()
+            .map(|t| postgres::pg_text(t).into_owned())
+            .collect()
+    }
+    const IN_TEXTS: (&'static str, &'static str) = ("= ANY(", ")");
+}
+
+/// Every statement an intent may run: what each backend's connection type implements.
+pub(crate) trait Statements:
+    Dialect + EventSql + WorkSql + DeadLetterSql + DeliverySql + StatsSql + PortalSql + Send
+{
+}
+
+impl<T> Statements for T where
+    T: Dialect + EventSql + WorkSql + DeadLetterSql + DeliverySql + StatsSql + PortalSql + Send
+{
+}
 
 /// The database gc-status stores events in. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -184,16 +309,6 @@ pub fn redact_url(database_url: &str) -> String {
     }
 }
 
-/// Calls the same method on whichever backend runs.
-macro_rules! each_backend {
-    ($self:ident.$method:ident($($arg:expr),*)) => {
-        match $self {
-            Db::Sqlite(db) => db.$method($($arg),*).await,
-            Db::Postgres(db) => db.$method($($arg),*).await,
-        }
-    };
-}
-
 impl Db {
     pub fn backend(&self) -> Backend {
         match self {
@@ -210,6 +325,14 @@ impl Db {
         }
     }
 
+    /// Whether events this handle marks done are queued for the sink.
+    fn forwarding(&self) -> bool {
+        match self {
+            Db::Sqlite(db) => db.forwarding(),
+            Db::Postgres(db) => db.forwarding(),
+        }
+    }
+
     /// The gate this process's SQLite writers take turns through (a PostgreSQL database needs
     /// none: each gets a gate nobody else enters).
     pub fn write_gate(&self) -> WriteGate {
@@ -220,7 +343,10 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        each_backend!(self.close())
+        match self {
+            Db::Sqlite(db) => db.close().await,
+            Db::Postgres(db) => db.close().await,
+        }
     }
 
     /// Wakes `work` whenever another process commits events for the workers, until `stop`:
@@ -237,315 +363,25 @@ impl Db {
         }
     }
 
-    // --- events -------------------------------------------------------------------------
-
     /// Ready means: the database answers and every embedded migration has been applied.
     pub async fn is_ready(&self) -> sqlx::Result<bool> {
-        each_backend!(self.is_ready())
-    }
-
-    /// The stored payload of one event, byte for byte.
-    pub async fn event_payload(&self, id: &str) -> sqlx::Result<Option<Vec<u8>>> {
-        each_backend!(self.event_payload(id))
-    }
-
-    /// Ids of all stored events in arrival order (tests and the benchmark's loss check).
-    pub async fn event_ids(&self) -> sqlx::Result<Vec<String>> {
-        each_backend!(self.event_ids())
-    }
-
-    /// Events processed so far in `status`, with attempts and errors (tests and the CLI).
-    pub async fn event_state(&self, id: &str) -> sqlx::Result<Option<EventState>> {
-        each_backend!(self.event_state(id))
-    }
-
-    // --- the work queue -----------------------------------------------------------------
-
-    /// Claims up to `limit` due events, leased until `now + lease_ms` under `token`; events
-    /// whose last allowed claim never finished go to the dead letters instead.
-    pub async fn claim_due(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        token: i64,
-        max_attempts: i64,
-    ) -> sqlx::Result<Claimed> {
-        each_backend!(self.claim_due(now, lease_ms, limit, token, max_attempts))
-    }
-
-    /// Records a claimed batch's outcomes in one transaction, for events still held under
-    /// `token` (an event whose lease was lost is applied by its new holder only).
-    pub async fn complete(
-        &self,
-        token: i64,
-        now: i64,
-        outcomes: &mut [(ClaimedEvent, Outcome)],
-        unknown_conversation: impl Fn(&ClaimedEvent, String) -> Outcome,
-    ) -> sqlx::Result<Completed> {
-        each_backend!(self.complete(token, now, outcomes, unknown_conversation))
-    }
-
-    /// Applies the verdicts of events processed as they arrived, for events still pending
-    /// and never attempted.
-    pub async fn complete_inline(
-        &self,
-        verdicts: &[(String, Result<Effect, ProcessError>)],
-        now: i64,
-        retry_at: i64,
-    ) -> sqlx::Result<InlineApplied> {
-        each_backend!(self.complete_inline(verdicts, now, retry_at))
-    }
-
-    /// Due events never attempted (`part` of `parts`), read without a lease.
-    pub async fn due_fresh(
-        &self,
-        now: i64,
-        limit: i64,
-        part: i64,
-        parts: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        each_backend!(self.due_fresh(now, limit, part, parts))
-    }
-
-    /// Gives back leases still held under `token` (shutdown).
-    pub async fn release(&self, token: i64, now: i64) -> sqlx::Result<u64> {
-        each_backend!(self.release(token, now))
-    }
-
-    /// Deletes up to `limit` done events processed before `cutoff`, and tombstones of
-    /// discarded letters received before it.
-    pub async fn prune(&self, cutoff: i64, limit: i64) -> sqlx::Result<u64> {
-        each_backend!(self.prune(cutoff, limit))
-    }
-
-    /// The earliest time any pending event is due, if any (to sleep until then).
-    pub async fn next_due_at(&self) -> sqlx::Result<Option<i64>> {
-        each_backend!(self.next_due_at())
-    }
-
-    // --- dead letters -------------------------------------------------------------------
-
-    /// Dead letters newest first, by offset (the admin API and CLI).
-    pub async fn list_dead_letters(
-        &self,
-        filter: &DeadLetterFilter,
-        limit: i64,
-        offset: i64,
-    ) -> sqlx::Result<DeadLetterPage> {
-        let page = PageBy::Offset { limit, offset };
-        let (items, total) = each_backend!(self.dead_letter_page(filter, page))?;
-        Ok(DeadLetterPage {
-            items,
-            total,
-            limit,
-            offset,
-        })
-    }
-
-    /// Dead letters newest first, strictly older than `before` when given (cursor pages).
-    pub async fn dead_letters_before(
-        &self,
-        filter: &DeadLetterFilter,
-        before: Option<(i64, &str)>,
-        limit: i64,
-    ) -> sqlx::Result<(Vec<DeadLetter>, i64)> {
-        let page = PageBy::Cursor { before, limit };
-        each_backend!(self.dead_letter_page(filter, page))
-    }
-
-    pub async fn get_dead_letter(&self, id: &str) -> sqlx::Result<Option<DeadLetter>> {
-        each_backend!(self.get_dead_letter(id))
-    }
-
-    /// Puts the selected dead letters back as pending with attempts reset.
-    ///
-    /// Works through the selection in chunks of [`BULK_CHUNK`], each its own short write
-    /// transaction, so a replay of 100,000 letters never holds a lock for long: webhooks
-    /// arriving meanwhile are acknowledged within their usual latency.
-    pub async fn replay_dead_letters(&self, selection: &Selection, now: i64) -> sqlx::Result<u64> {
-        let mut replayed = 0;
-        let mut after = String::new();
-        while let Some(ids) = each_backend!(self.next_selected(selection, &after))? {
-            after = ids.last().cloned().unwrap_or_default();
-            replayed += each_backend!(self.replay_chunk(&ids, now))?;
-        }
-        Ok(replayed)
-    }
-
-    /// Deletes the selected dead letters for good, in short transactions as replay does.
-    /// Their event rows stay as tombstones until retention, so a redelivery is still
-    /// recognised as a duplicate.
-    pub async fn discard_dead_letters(&self, selection: &Selection) -> sqlx::Result<u64> {
-        let mut discarded = 0;
-        let mut after = String::new();
-        while let Some(ids) = each_backend!(self.next_selected(selection, &after))? {
-            after = ids.last().cloned().unwrap_or_default();
-            discarded += each_backend!(self.discard_chunk(&ids))?;
-        }
-        Ok(discarded)
-    }
-
-    // --- forwarding ---------------------------------------------------------------------
-
-    /// Leases up to `limit` due deliveries until `now + lease_ms` under `token`.
-    pub async fn claim_deliveries(
-        &self,
-        now: i64,
-        lease_ms: i64,
-        limit: i64,
-        token: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        each_backend!(self.claim_deliveries(now, lease_ms, limit, token))
-    }
-
-    /// Records delivery outcomes in one transaction, for deliveries still held under `token`.
-    pub async fn complete_deliveries(
-        &self,
-        token: i64,
-        now: i64,
-        outcomes: &[(i64, DeliveryOutcome)],
-    ) -> sqlx::Result<DeliveriesCompleted> {
-        each_backend!(self.complete_deliveries(token, now, outcomes))
-    }
-
-    /// Queues done events received in `[since, until)` that were never queued for the sink.
-    pub async fn queue_for_forwarding(
-        &self,
-        since: i64,
-        until: i64,
-        now: i64,
-    ) -> sqlx::Result<u64> {
-        each_backend!(self.queue_for_forwarding(since, until, now))
-    }
-
-    /// Gives back deliveries still leased under `token` (shutdown).
-    pub async fn release_deliveries(&self, token: i64, now: i64) -> sqlx::Result<u64> {
-        each_backend!(self.release_deliveries(token, now))
-    }
-
-    /// Deliveries still to make.
-    pub async fn delivery_counts(&self) -> sqlx::Result<DeliveryCounts> {
-        each_backend!(self.delivery_counts())
-    }
-
-    /// One event's forwarding state: (state, attempts, errors), `None` if never queued.
-    pub async fn delivery_state(
-        &self,
-        id: &str,
-    ) -> sqlx::Result<Option<(String, i64, Vec<Value>)>> {
-        each_backend!(self.delivery_state(id))
-    }
-
-    // --- statistics ---------------------------------------------------------------------
-
-    /// How many events are in each state.
-    pub async fn event_counts(&self) -> sqlx::Result<EventCounts> {
-        each_backend!(self.event_counts())
-    }
-
-    /// Receive time (epoch ms) of the newest stored event.
-    pub async fn last_received_at(&self) -> sqlx::Result<Option<i64>> {
-        each_backend!(self.last_received_at())
-    }
-
-    /// Every queue's statistics, busiest first.
-    pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
-        each_backend!(self.queue_statuses(w))
-    }
-
-    /// Recomputes all statistics from the done events. `interpret` returns the effect of a
-    /// stored event (`None` to skip it).
-    ///
-    /// The reset and each chunk of [`REBUILD_CHUNK`] events are separate short transactions,
-    /// so webhooks and workers keep their usual latency during a long rebuild. Merges are
-    /// idempotent, so events the workers complete meanwhile are counted once either way.
-    pub async fn rebuild_stats(
-        &self,
-        interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
-    ) -> sqlx::Result<u64> {
-        each_backend!(self.reset_stats())?;
-        let mut after = 0i64;
-        let mut applied = 0u64;
-        loop {
-            let events = each_backend!(self.done_events_after(after, REBUILD_CHUNK))?;
-            let Some((last, ..)) = events.last() else {
-                break;
-            };
-            after = *last;
-            let effects: Vec<Effect> = events
-                .iter()
-                .filter_map(|(_, event_type, payload, received_at)| {
-                    interpret(event_type, payload, *received_at)
-                })
-                .collect();
-            applied += effects.len() as u64;
-            each_backend!(self.apply_effects(&effects))?;
-        }
-        self.recount_totals().await?;
-        Ok(applied)
-    }
-
-    /// Recounts the maintained totals from the tables (part of `rebuild-stats`).
-    pub async fn recount_totals(&self) -> sqlx::Result<()> {
-        each_backend!(self.recount_totals())
-    }
-
-    /// Forgets conversations that ended before `ended_before`, and open ones whose last
-    /// milestone is older than `open_before`.
-    pub async fn prune_conversations(
-        &self,
-        ended_before: i64,
-        open_before: i64,
-        limit: i64,
-    ) -> sqlx::Result<u64> {
-        each_backend!(self.prune_conversations(ended_before, open_before, limit))
-    }
-
-    // --- the portal's tables ------------------------------------------------------------
-
-    /// A stored session's data (JSON) and expiry unless it expired before `now`.
-    pub async fn load_session(&self, id: &str, now: i64) -> sqlx::Result<Option<(String, i64)>> {
-        each_backend!(self.load_session(id, now))
-    }
-
-    /// Stores a session, or replaces it; `only_new` refuses to overwrite an existing id.
-    pub async fn save_session(
-        &self,
-        id: &str,
-        data: &str,
-        expires_at: i64,
-        only_new: bool,
-    ) -> sqlx::Result<bool> {
-        each_backend!(self.save_session(id, data, expires_at, only_new))
-    }
-
-    pub async fn delete_session(&self, id: &str) -> sqlx::Result<()> {
-        each_backend!(self.delete_session(id))
-    }
-
-    /// Deletes sessions that expired before `now`; returns how many.
-    pub async fn prune_sessions(&self, now: i64) -> sqlx::Result<u64> {
-        each_backend!(self.prune_sessions(now))
-    }
-
-    /// Appends one entry to the audit trail.
-    pub async fn record_audit(&self, record: &AuditRecord<'_>) -> sqlx::Result<()> {
-        each_backend!(self.record_audit(record))
-    }
-
-    /// Audit entries newest first, before entry `before` (exclusive) when given.
-    pub async fn list_audit(
-        &self,
-        before: Option<i64>,
-        limit: i64,
-    ) -> sqlx::Result<Vec<AuditEntry>> {
-        each_backend!(self.list_audit(before, limit))
-    }
-
-    /// Records each queue's waiting count for `minute`, keeping the minute's peak.
-    pub async fn record_samples(&self, minute: i64, waiting: &[(String, i64)]) -> sqlx::Result<()> {
-        each_backend!(self.record_samples(minute, waiting))
+        let (applied, embedded) = match self {
+            Db::Sqlite(db) => {
+                let mut conn = db.pool().acquire().await?;
+                (
+                    conn.migrations_applied().await?,
+                    sqlite::MIGRATOR.migrations.len(),
+                )
+            }
+            Db::Postgres(db) => {
+                let mut conn = db.pool().acquire().await?;
+                (
+                    conn.migrations_applied().await?,
+                    postgres::MIGRATOR.migrations.len(),
+                )
+            }
+        };
+        Ok(applied >= embedded as i64)
     }
 
     /// The events/s to show, from this process's own (`ingested`, `processed`): on SQLite
@@ -562,13 +398,6 @@ impl Db {
             Db::Postgres(db) => db.shared_rates(replica, ingested, processed, now).await,
         }
     }
-
-    /// The last sparkline's minutes up to `minute` per queue, oldest first.
-    pub async fn samples(&self, minute: i64) -> sqlx::Result<HashMap<String, Vec<Option<i64>>>> {
-        each_backend!(self.samples(minute))
-    }
-
-    // --- housekeeping -------------------------------------------------------------------
 
     /// SQLite: the task that keeps the WAL under its bound, reporting to `health`.
     /// PostgreSQL manages its own WAL (and autovacuum its tables): `None`.

@@ -228,15 +228,6 @@ pub enum PageBy<'a> {
 /// A stored event as a rebuild reads it: (seq, type, payload, received at).
 pub type StoredEvent = (i64, String, Vec<u8>, i64);
 
-/// The events of `changed` (seq, new status) that went to the dead letters.
-pub fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
-    changed
-        .iter()
-        .filter(|(_, status)| status == "dead")
-        .map(|(seq, _)| *seq)
-        .collect()
-}
-
 /// Sparkline series per queue from samples `(queue, minute, waiting)` of the
 /// [`SPARKLINE_MINUTES`] minutes from `first`, oldest first; `None` where no sample was taken.
 pub fn sparklines(

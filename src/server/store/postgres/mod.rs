@@ -6,8 +6,8 @@
 //! together apply them once. After a commit that leaves work for the workers, the writer sends
 //! one throttled `NOTIFY` that wakes the other replicas' workers (polling stays the fallback).
 
+mod dead_letters;
 mod deliveries;
-mod events;
 mod ingest;
 mod portal;
 mod stats;
@@ -153,6 +153,10 @@ impl PgDb {
     pub fn with_forwarding(mut self, forwarding: bool) -> Self {
         self.forwarding = forwarding;
         self
+    }
+
+    pub(super) fn forwarding(&self) -> bool {
+        self.forwarding
     }
 
     pub async fn close(&self) {

@@ -1,8 +1,8 @@
 //! The embedded backend: one SQLite file in WAL mode, a small pool, one writer connection
 //! and a write gate that keeps this process's writers from queueing inside SQLite.
 
+mod dead_letters;
 mod deliveries;
-mod events;
 pub(super) mod ingest;
 mod portal;
 mod stats;
@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use sqlx::{
     pool::PoolConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, SqlitePool,
+    ConnectOptions as _, Sqlite, SqliteConnection, SqlitePool,
 };
 pub use wal::{WalKeeper, WalLimit};
 
@@ -70,29 +70,6 @@ impl std::ops::DerefMut for Writing<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.conn
     }
-}
-
-/// Adds to the maintained counts (`event_totals`) in the transaction that changed them.
-pub(crate) async fn add_totals(
-    tx: &mut SqliteConnection,
-    done: i64,
-    dead_events: i64,
-    dead_letters: i64,
-) -> sqlx::Result<()> {
-    if (done, dead_events, dead_letters) == (0, 0, 0) {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE event_totals SET n = n + CASE name WHEN 'done' THEN ?1
-                                               WHEN 'dead_events' THEN ?2
-                                               ELSE ?3 END",
-    )
-    .bind(done)
-    .bind(dead_events)
-    .bind(dead_letters)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// Connection settings shared by the pool and the writer.
@@ -208,6 +185,10 @@ impl SqliteDb {
         self
     }
 
+    pub(super) fn forwarding(&self) -> bool {
+        self.forwarding
+    }
+
     pub fn write_gate(&self) -> WriteGate {
         self.write_gate.clone()
     }
@@ -217,22 +198,6 @@ impl SqliteDb {
         let conn = self.pool.acquire().await?;
         let gate = self.write_gate.enter().await;
         Ok(Writing { conn, _gate: gate })
-    }
-
-    /// Recounts the maintained totals from the tables (part of `rebuild-stats`: heals any
-    /// drift left by manual SQL). One write transaction; the counts use indexes.
-    pub async fn recount_totals(&self) -> sqlx::Result<()> {
-        let mut w = self.writing().await?;
-        let mut tx = w.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "UPDATE event_totals SET n = CASE name
-                 WHEN 'done' THEN (SELECT COUNT(*) FROM events WHERE status = 'done')
-                 WHEN 'dead_events' THEN (SELECT COUNT(*) FROM events WHERE status = 'dead')
-                 ELSE (SELECT COUNT(*) FROM dead_letters) END",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
     }
 
     pub async fn close(&self) {

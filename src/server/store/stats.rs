@@ -1,0 +1,454 @@
+//! Queue statistics, written once for both backends: applying event effects, reading each
+//! queue's status, rebuilding, forgetting old conversations.
+//!
+//! Workers (on several replicas, with PostgreSQL) may merge into the same conversation at
+//! once. Each merge is a single `INSERT … ON CONFLICT DO UPDATE` whose columns only move one
+//! way (the earliest time of each milestone, the outcome of the earliest end, the newest
+//! observation), so concurrent and repeated applications give the same row as one application
+//! in any order. A batch's effects are merged per row here first (one statement may not change
+//! a row twice) and written in key order, so two transactions never wait on each other's rows
+//! in opposite orders.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+use super::{
+    records::{assemble_statuses, Routes, StatsWindow, StoredEvent, REBUILD_CHUNK},
+    Db, Statements,
+};
+use crate::{model::QueueStatus, server::domain::Effect};
+
+/// One conversation's milestones in one queue, as merged and written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Milestones {
+    pub media_type: Option<String>,
+    pub queued_at: Option<i64>,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Milestones {
+    /// The same merge the SQL performs against the stored row.
+    fn merge(&mut self, new: Milestones) {
+        let new_ends_first = match (new.ended_at, self.ended_at) {
+            (Some(n), Some(o)) => n < o,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        self.outcome = if new_ends_first {
+            new.outcome.or(self.outcome.take())
+        } else {
+            self.outcome.take().or(new.outcome)
+        };
+        self.media_type = self.media_type.take().or(new.media_type);
+        self.queued_at = earliest(self.queued_at, new.queued_at);
+        self.answered_at = earliest(self.answered_at, new.answered_at);
+        self.ended_at = earliest(self.ended_at, new.ended_at);
+    }
+}
+
+/// Conversation rows to merge, keyed (queue, conversation).
+pub(crate) type ConversationRows = BTreeMap<(String, String), Milestones>;
+
+/// Observation rows to merge, keyed (queue, media type): the observation's time and figures.
+/// A stored observation of the same time takes these figures over its own, key by key.
+pub(crate) type ObservationRows = BTreeMap<(String, String), (i64, Map<String, Value>)>;
+
+/// One queue's figures derived from its conversations.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConversationFigures {
+    pub queue_id: String,
+    pub waiting: i64,
+    pub interacting: i64,
+    pub oldest_waiting: Option<i64>,
+    pub answered: i64,
+    pub offered: i64,
+    pub abandoned: i64,
+    pub average_wait: Option<f64>,
+}
+
+/// The statistics' statements.
+pub(crate) trait StatsSql {
+    /// (conversation, queue) of the stored conversations among `conversations`.
+    async fn conversation_queues(
+        &mut self,
+        conversations: &[String],
+    ) -> sqlx::Result<Vec<(String, String)>>;
+    async fn merge_conversations(&mut self, rows: &ConversationRows) -> sqlx::Result<()>;
+    async fn merge_observations(&mut self, rows: &ObservationRows) -> sqlx::Result<()>;
+    /// Stores queue names (`queue → name`), replacing older ones.
+    async fn merge_names(&mut self, names: &BTreeMap<String, String>) -> sqlx::Result<()>;
+    /// Each queue's figures from its conversations in `w`.
+    async fn conversation_figures(
+        &mut self,
+        w: &StatsWindow<'_>,
+    ) -> sqlx::Result<Vec<ConversationFigures>>;
+    /// (queue, figures as JSON text) of the observations made at or after `after`.
+    async fn fresh_observations(&mut self, after: i64) -> sqlx::Result<Vec<(String, String)>>;
+    /// (queue, name) of every stored queue name.
+    async fn queue_names(&mut self) -> sqlx::Result<Vec<(String, String)>>;
+    /// Empties the statistics tables.
+    async fn reset_stats(&mut self) -> sqlx::Result<()>;
+    /// Up to `limit` done events after `seq`, in arrival order.
+    async fn done_events_after(&mut self, seq: i64, limit: i64) -> sqlx::Result<Vec<StoredEvent>>;
+    /// Deletes up to `limit` conversations ended before `ended_before`, or open with a last
+    /// milestone before `open_before`.
+    async fn prune_conversations(
+        &mut self,
+        ended_before: i64,
+        open_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<u64>;
+}
+
+/// The [`StatsSql`] statements the same on both backends but for `$skip_locked` (see
+/// `shared_work_statements`), for each backend's impl.
+macro_rules! shared_stats_statements {
+    ($skip_locked:literal) => {
+        async fn prune_conversations(
+            &mut self,
+            ended_before: i64,
+            open_before: i64,
+            limit: i64,
+        ) -> sqlx::Result<u64> {
+            let done = sqlx::query(concat!(
+                "DELETE FROM conversations WHERE (queue_id, conversation_id) IN (
+                     SELECT queue_id, conversation_id FROM conversations
+                      WHERE ended_at < $1
+                         OR (ended_at IS NULL AND coalesce(answered_at, queued_at) < $2)
+                      LIMIT $3 ",
+                $skip_locked,
+                ")"
+            ))
+            .bind(ended_before)
+            .bind(open_before)
+            .bind(limit)
+            .execute(self)
+            .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn conversation_queues(
+            &mut self,
+            conversations: &[String],
+        ) -> sqlx::Result<Vec<(String, String)>> {
+            use $crate::server::store::Dialect;
+            let (open, close) = <Self as Dialect>::IN_TEXTS;
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT conversation_id, queue_id FROM conversations
+                  WHERE conversation_id {open}$1{close}"
+            )))
+            .bind(<Self as Dialect>::texts(conversations))
+            .fetch_all(self)
+            .await
+        }
+
+        async fn fresh_observations(&mut self, after: i64) -> sqlx::Result<Vec<(String, String)>> {
+            sqlx::query_as(
+                "SELECT queue_id, CAST(figures AS TEXT) FROM queue_observations
+                  WHERE observed_at >= $1 ORDER BY queue_id, media_type",
+            )
+            .bind(after)
+            .fetch_all(self)
+            .await
+        }
+
+        async fn queue_names(&mut self) -> sqlx::Result<Vec<(String, String)>> {
+            sqlx::query_as("SELECT queue_id, name FROM queue_names")
+                .fetch_all(self)
+                .await
+        }
+
+        async fn reset_stats(&mut self) -> sqlx::Result<()> {
+            for reset in [
+                "DELETE FROM conversations",
+                "DELETE FROM queue_observations",
+                "DELETE FROM queue_names",
+            ] {
+                sqlx::query(reset).execute(&mut *self).await?;
+            }
+            Ok(())
+        }
+
+        async fn done_events_after(
+            &mut self,
+            seq: i64,
+            limit: i64,
+        ) -> sqlx::Result<Vec<$crate::server::store::records::StoredEvent>> {
+            sqlx::query_as(
+                "SELECT seq, event_type, payload, received_at FROM events
+                  WHERE status = 'done' AND seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(self)
+            .await
+        }
+    };
+}
+pub(crate) use shared_stats_statements;
+
+/// Where the conversation updates among `effects` that name no queue apply: the queues where
+/// their conversation is already stored, or named by another update in `effects`. A
+/// conversation missing from the result is known nowhere.
+pub(crate) async fn routes<'a, T: Statements>(
+    tx: &mut T,
+    effects: impl Iterator<Item = &'a Effect>,
+) -> sqlx::Result<Routes> {
+    let mut routes = Routes::new();
+    let mut wanted = Vec::new();
+    let mut named = Vec::new();
+    for effect in effects {
+        if let Effect::Conversation(c) = effect {
+            match &c.queue_id {
+                None => wanted.push(c.conversation_id.as_str()),
+                Some(queue) => named.push((c.conversation_id.as_str(), queue)),
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(routes);
+    }
+    // Stored keys are as the backend stores text; map them back to the ids the effects carry.
+    let original: HashMap<String, &str> = wanted
+        .iter()
+        .map(|c| (T::text(c).into_owned(), *c))
+        .collect();
+    let keys: Vec<String> = original.keys().cloned().collect();
+    for (conversation, queue) in tx.conversation_queues(&keys).await? {
+        let key = original
+            .get(&conversation)
+            .map_or(conversation.clone(), |c| (*c).to_owned());
+        routes.entry(key).or_default().insert(queue);
+    }
+    for (conversation, queue) in named {
+        if wanted.contains(&conversation) {
+            routes
+                .entry(conversation.to_owned())
+                .or_default()
+                .insert(T::text(queue).into_owned());
+        }
+    }
+    Ok(routes)
+}
+
+/// Writes the effects of done events. Every merge is order-independent and idempotent: the
+/// earliest time wins for each conversation milestone and the newest observation wins. An
+/// update without a queue applies to each of its conversation's queues in `routes`.
+pub(crate) async fn apply<'a, T: Statements>(
+    tx: &mut T,
+    effects: impl Iterator<Item = &'a Effect>,
+    routes: &Routes,
+) -> sqlx::Result<()> {
+    let text = |s: &str| T::text(s).into_owned();
+    let mut conversations = ConversationRows::new();
+    let mut observations = ObservationRows::new();
+    let mut names = BTreeMap::new();
+    let no_queues = Default::default();
+    for effect in effects {
+        match effect {
+            Effect::Ignored => {}
+            Effect::Conversation(c) => {
+                let queues: Vec<String> = match &c.queue_id {
+                    Some(queue) => vec![text(queue)],
+                    None => routes
+                        .get(&c.conversation_id)
+                        .unwrap_or(&no_queues)
+                        .iter()
+                        .cloned()
+                        .collect(),
+                };
+                let milestones = Milestones {
+                    media_type: c.media_type.as_deref().map(text),
+                    queued_at: c.queued_at,
+                    answered_at: c.answered_at,
+                    ended_at: c.ended_at,
+                    outcome: c.outcome.as_deref().map(text),
+                };
+                let conversation = text(&c.conversation_id);
+                for queue in queues {
+                    if let Some(name) = &c.queue_name {
+                        names.insert(queue.clone(), text(name));
+                    }
+                    conversations
+                        .entry((queue, conversation.clone()))
+                        .and_modify(|m| m.merge(milestones.clone()))
+                        .or_insert_with(|| milestones.clone());
+                }
+            }
+            Effect::Observation(o) => {
+                let figures = o.figures.clone();
+                let key = (text(&o.queue_id), text(&o.media_type));
+                match observations.get_mut(&key) {
+                    Some((at, kept)) if o.observed_at > *at => {
+                        *at = o.observed_at;
+                        *kept = figures;
+                    }
+                    Some((at, kept)) if o.observed_at == *at => kept.extend(figures),
+                    Some(_) => {}
+                    None => {
+                        observations.insert(key, (o.observed_at, figures));
+                    }
+                }
+            }
+        }
+    }
+    if !conversations.is_empty() {
+        tx.merge_conversations(&conversations).await?;
+    }
+    if !observations.is_empty() {
+        tx.merge_observations(&observations).await?;
+    }
+    if !names.is_empty() {
+        tx.merge_names(&names).await?;
+    }
+    Ok(())
+}
+
+/// See [`Db::queue_statuses`].
+async fn queue_statuses(
+    conn: &mut impl Statements,
+    w: &StatsWindow<'_>,
+) -> sqlx::Result<Vec<QueueStatus>> {
+    let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
+    for f in conn.conversation_figures(w).await? {
+        let status = QueueStatus {
+            queue_id: f.queue_id.clone(),
+            source: "conversations".into(),
+            waiting: f.waiting,
+            interacting: f.interacting,
+            longest_waiting_ms: f.oldest_waiting.map(|t| (w.now - t).max(0)),
+            answered: f.answered,
+            offered: Some(f.offered),
+            abandoned: f.abandoned,
+            average_wait_ms: f.average_wait,
+            ..QueueStatus::default()
+        };
+        queues.insert(f.queue_id, status);
+    }
+    let observed = conn.fresh_observations(w.fresh_after).await?;
+    let named = conn.queue_names().await?;
+    Ok(assemble_statuses(queues, observed, named, w))
+}
+
+/// Merges `effects` into the statistics (one chunk of a rebuild).
+async fn apply_effects(tx: &mut impl Statements, effects: &[Effect]) -> sqlx::Result<()> {
+    let routes = routes(tx, effects.iter()).await?;
+    apply(tx, effects.iter(), &routes).await
+}
+
+impl Db {
+    /// Every queue's statistics, busiest first.
+    pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
+        read_conn!(self, |conn| queue_statuses(conn, w).await)
+    }
+
+    /// Recomputes all statistics from the done events. `interpret` returns the effect of a
+    /// stored event (`None` to skip it).
+    ///
+    /// The reset and each chunk of [`REBUILD_CHUNK`] events are separate short transactions,
+    /// so webhooks and workers keep their usual latency during a long rebuild. Merges are
+    /// idempotent, so events the workers complete meanwhile are counted once either way.
+    pub async fn rebuild_stats(
+        &self,
+        interpret: impl Fn(&str, &[u8], i64) -> Option<Effect>,
+    ) -> sqlx::Result<u64> {
+        write_tx!(self, |tx| tx.reset_stats().await)?;
+        let mut after = 0i64;
+        let mut applied = 0u64;
+        loop {
+            let events = read_conn!(self, |conn| {
+                conn.done_events_after(after, REBUILD_CHUNK).await
+            })?;
+            let Some((last, ..)) = events.last() else {
+                break;
+            };
+            after = *last;
+            let effects: Vec<Effect> = events
+                .iter()
+                .filter_map(|(_, event_type, payload, received_at)| {
+                    interpret(event_type, payload, *received_at)
+                })
+                .collect();
+            applied += effects.len() as u64;
+            write_tx!(self, |tx| apply_effects(tx, &effects).await)?;
+        }
+        self.recount_totals().await?;
+        Ok(applied)
+    }
+
+    /// Forgets conversations that ended before `ended_before` (they no longer count for
+    /// "today"), and open ones whose last milestone is older than `open_before`: their end
+    /// event was lost, and they must not make "longest wait" grow forever.
+    pub async fn prune_conversations(
+        &self,
+        ended_before: i64,
+        open_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        write_tx!(self, |tx| {
+            tx.prune_conversations(ended_before, open_before, limit)
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::server::{domain::ObservationUpdate, store::test_store};
+
+    fn observation(at: i64, figures: Value) -> Effect {
+        let Value::Object(figures) = figures else {
+            unreachable!("figures are an object")
+        };
+        Effect::Observation(ObservationUpdate {
+            queue_id: "q".into(),
+            media_type: "voice".into(),
+            observed_at: at,
+            figures,
+        })
+    }
+
+    async fn stored_figures(db: &Db) -> Value {
+        let rows = read_conn!(db, |conn| conn.fresh_observations(0).await).expect("read");
+        assert_eq!(rows.len(), 1);
+        serde_json::from_str(&rows[0].1).expect("JSON figures")
+    }
+
+    #[tokio::test]
+    async fn an_observation_of_the_same_time_replaces_the_figures_it_carries_key_by_key() {
+        let (_store, db, _writer) = test_store().await;
+        let first = observation(
+            1_000,
+            json!({ "waiting": 3, "on_queue_users": { "IDLE": 2, "BUSY": 1 } }),
+        );
+        write_tx!(&db, |tx| apply_effects(tx, &[first]).await).expect("apply");
+        // Later in the same interval: nobody is idle any more, so IDLE is not listed.
+        let second = observation(1_000, json!({ "on_queue_users": { "BUSY": 3 } }));
+        write_tx!(&db, |tx| apply_effects(tx, &[second]).await).expect("apply");
+        assert_eq!(
+            stored_figures(&db).await,
+            json!({ "waiting": 3, "on_queue_users": { "BUSY": 3 } })
+        );
+        // An older observation changes nothing; a newer one replaces every figure.
+        let older = observation(500, json!({ "waiting": 9 }));
+        write_tx!(&db, |tx| apply_effects(tx, &[older]).await).expect("apply");
+        assert_eq!(stored_figures(&db).await["waiting"], 3);
+        let newer = observation(2_000, json!({ "waiting": 1 }));
+        write_tx!(&db, |tx| apply_effects(tx, &[newer]).await).expect("apply");
+        assert_eq!(stored_figures(&db).await, json!({ "waiting": 1 }));
+    }
+}
