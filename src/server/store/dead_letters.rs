@@ -45,10 +45,37 @@ pub(crate) trait DeadLetterSql {
     async fn restart_deliveries(&mut self, ids: &[String], now: i64) -> sqlx::Result<u64>;
 }
 
-/// The [`DeadLetterSql`] statements the same on both backends, for each backend's impl
-/// (`$db` is its `sqlx::Database`).
+/// A letter filed again (a replayed event that failed again) takes the new attempts.
+pub(crate) const ON_REFILE: &str = "ON CONFLICT (id) DO UPDATE SET
+    attempts = excluded.attempts, errors = excluded.errors, last_error = excluded.last_error,
+    dead_at = excluded.dead_at, stage = excluded.stage";
+
+/// The [`DeadLetterSql`] statements whose binds are the same on both backends, for each
+/// backend's impl (`$db` is its `sqlx::Database`), with the SQL text of those that differ.
 macro_rules! shared_dead_letter_statements {
-    ($db:ty) => {
+    (
+        db: $db:ty,
+        file_payload_letters: $file_payload_letters:expr,
+        file_sink_letters: $file_sink_letters:expr $(,)?
+    ) => {
+        async fn file_payload_letters(&mut self, seqs: &[i64], now: i64) -> sqlx::Result<()> {
+            sqlx::query($file_payload_letters)
+                .bind(now)
+                .bind(<Self as $crate::server::store::Dialect>::seqs(seqs))
+                .execute(self)
+                .await?;
+            Ok(())
+        }
+
+        async fn file_sink_letters(&mut self, seqs: &[i64], now: i64) -> sqlx::Result<()> {
+            sqlx::query($file_sink_letters)
+                .bind(now)
+                .bind(<Self as $crate::server::store::Dialect>::seqs(seqs))
+                .execute(self)
+                .await?;
+            Ok(())
+        }
+
         async fn letter_page(
             &mut self,
             filter: &$crate::server::domain::DeadLetterFilter,

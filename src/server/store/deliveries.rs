@@ -67,10 +67,50 @@ pub struct DeliveryState {
     pub errors: Vec<Value>,
 }
 
-/// The [`DeliverySql`] statements the same on both backends but for `$skip_locked` (see
-/// `shared_work_statements`), for each backend's impl.
+/// The [`DeliverySql`] statements whose binds are the same on both backends, for each
+/// backend's impl, with the SQL text of those that differ and `$skip_locked` (see
+/// `shared_work_statements`).
 macro_rules! shared_delivery_statements {
-    ($skip_locked:literal) => {
+    (
+        claim_deliveries: $claim_deliveries:expr,
+        finish_deliveries: $finish_deliveries:expr,
+        skip_locked: $skip_locked:literal $(,)?
+    ) => {
+        async fn claim_deliveries(
+            &mut self,
+            due: $crate::server::store::work::Due,
+            now: i64,
+            lease: $crate::server::store::work::Lease,
+            limit: i64,
+        ) -> sqlx::Result<Vec<$crate::server::domain::ClaimedEvent>> {
+            let rows = sqlx::query($claim_deliveries)
+                .bind(lease.until)
+                .bind(lease.token)
+                .bind(due.forward_state())
+                .bind(now)
+                .bind(limit)
+                .fetch_all(self)
+                .await?;
+            rows.iter()
+                .map($crate::server::store::records::claimed_event)
+                .collect()
+        }
+
+        async fn finish_deliveries(
+            &mut self,
+            seqs: &[i64],
+            token: i64,
+            now: i64,
+        ) -> sqlx::Result<u64> {
+            let done = sqlx::query($finish_deliveries)
+                .bind(now)
+                .bind(<Self as $crate::server::store::Dialect>::seqs(seqs))
+                .bind(token)
+                .execute(self)
+                .await?;
+            Ok(done.rows_affected())
+        }
+
         async fn queue_unforwarded(
             &mut self,
             since: i64,

@@ -109,9 +109,13 @@ pub(crate) trait Dialect {
     /// A list of text bound as one parameter ...
     type Texts;
     fn texts(items: &[String]) -> Self::Texts;
+    fn ids(items: &[&str]) -> Self::Texts;
     /// ... and the SQL around that parameter that makes `column <IN_TEXTS>` true for the
     /// list's members.
     const IN_TEXTS: (&'static str, &'static str);
+    /// A list of event seqs bound as one parameter.
+    type Seqs;
+    fn seqs(seqs: &[i64]) -> Self::Seqs;
 }
 
 impl Dialect for sqlx::SqliteConnection {
@@ -123,7 +127,14 @@ impl Dialect for sqlx::SqliteConnection {
     fn texts(items: &[String]) -> String {
         serde_json::json!(items).to_string()
     }
+    fn ids(items: &[&str]) -> String {
+        serde_json::json!(items).to_string()
+    }
     const IN_TEXTS: (&'static str, &'static str) = ("IN (SELECT value FROM json_each(", "))");
+    type Seqs = String;
+    fn seqs(seqs: &[i64]) -> String {
+        serde_json::json!(seqs).to_string()
+    }
 }
 
 impl Dialect for sqlx::PgConnection {
@@ -137,7 +148,17 @@ impl Dialect for sqlx::PgConnection {
             .map(|t| postgres::pg_text(t).into_owned())
             .collect()
     }
+    fn ids(items: &[&str]) -> Vec<String> {
+        items
+            .iter()
+            .map(|t| postgres::pg_text(t).into_owned())
+            .collect()
+    }
     const IN_TEXTS: (&'static str, &'static str) = ("= ANY(", ")");
+    type Seqs = Vec<i64>;
+    fn seqs(seqs: &[i64]) -> Vec<i64> {
+        seqs.to_vec()
+    }
 }
 
 /// Every statement an intent may run: what each backend's connection type implements.

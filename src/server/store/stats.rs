@@ -111,10 +111,23 @@ pub(crate) trait StatsSql {
     ) -> sqlx::Result<u64>;
 }
 
-/// The [`StatsSql`] statements the same on both backends but for `$skip_locked` (see
-/// `shared_work_statements`), for each backend's impl.
+/// The [`StatsSql`] statements whose binds are the same on both backends, for each backend's
+/// impl, with the SQL text of those that differ and `$skip_locked` (see
+/// `shared_work_statements`).
 macro_rules! shared_stats_statements {
-    ($skip_locked:literal) => {
+    (conversation_figures: $conversation_figures:expr, skip_locked: $skip_locked:literal $(,)?) => {
+        async fn conversation_figures(
+            &mut self,
+            w: &$crate::server::store::records::StatsWindow<'_>,
+        ) -> sqlx::Result<Vec<$crate::server::store::stats::ConversationFigures>> {
+            sqlx::query_as($conversation_figures)
+                .bind(w.day_start)
+                .bind(w.day_end)
+                .bind(w.open_since)
+                .fetch_all(self)
+                .await
+        }
+
         async fn prune_conversations(
             &mut self,
             ended_before: i64,

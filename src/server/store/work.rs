@@ -134,11 +134,76 @@ pub(crate) trait WorkSql {
     async fn prune_tombstones(&mut self, cutoff: i64, limit: i64) -> sqlx::Result<u64>;
 }
 
-/// The [`WorkSql`] statements the same on both backends but for `$skip_locked`, which
+/// The [`WorkSql`] statements whose binds are the same on both backends, for each backend's
+/// impl: the backend gives the SQL text of those that differ, and `$skip_locked`, which
 /// PostgreSQL sets to `FOR UPDATE SKIP LOCKED` so replicas pruning at once skip each other's
 /// rows instead of waiting for them.
 macro_rules! shared_work_statements {
-    ($skip_locked:literal) => {
+    (
+        abandon_expired: $abandon_expired:expr,
+        claim: $claim:expr,
+        finish_claimed: $finish_claimed:expr,
+        finish_fresh: $finish_fresh:expr,
+        skip_locked: $skip_locked:literal $(,)?
+    ) => {
+        async fn abandon_expired(&mut self, now: i64, max_attempts: i64) -> sqlx::Result<Vec<i64>> {
+            sqlx::query_scalar($abandon_expired)
+                .bind(now)
+                .bind(max_attempts)
+                .fetch_all(self)
+                .await
+        }
+
+        async fn claim(
+            &mut self,
+            due: $crate::server::store::work::Due,
+            now: i64,
+            lease: $crate::server::store::work::Lease,
+            limit: i64,
+        ) -> sqlx::Result<Vec<$crate::server::domain::ClaimedEvent>> {
+            let rows = sqlx::query($claim)
+                .bind(lease.until)
+                .bind(lease.token)
+                .bind(now)
+                .bind(limit)
+                .bind(due.status())
+                .fetch_all(self)
+                .await?;
+            rows.iter()
+                .map($crate::server::store::records::claimed_event)
+                .collect()
+        }
+
+        async fn finish_claimed(
+            &mut self,
+            seqs: &[i64],
+            token: i64,
+            now: i64,
+            forwarding: bool,
+        ) -> sqlx::Result<Vec<i64>> {
+            sqlx::query_scalar($finish_claimed)
+                .bind(now)
+                .bind(<Self as $crate::server::store::Dialect>::seqs(seqs))
+                .bind(token)
+                .bind(forwarding)
+                .fetch_all(self)
+                .await
+        }
+
+        async fn finish_fresh(
+            &mut self,
+            ids: &[&str],
+            now: i64,
+            forwarding: bool,
+        ) -> sqlx::Result<Vec<String>> {
+            sqlx::query_scalar($finish_fresh)
+                .bind(now)
+                .bind(<Self as $crate::server::store::Dialect>::ids(ids))
+                .bind(forwarding)
+                .fetch_all(self)
+                .await
+        }
+
         async fn due_fresh(
             &mut self,
             now: i64,

@@ -4,60 +4,9 @@
 use sqlx::PgConnection;
 
 use super::pg_text;
-use crate::server::{
-    domain::ClaimedEvent,
-    store::{
-        deliveries::{shared_delivery_statements, DeliveryFailure, DeliverySql},
-        records::claimed_event,
-        work::{Due, Lease},
-    },
-};
+use crate::server::store::deliveries::{shared_delivery_statements, DeliveryFailure, DeliverySql};
 
 impl DeliverySql for PgConnection {
-    async fn claim_deliveries(
-        &mut self,
-        due: Due,
-        now: i64,
-        lease: Lease,
-        limit: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        let rows = sqlx::query(
-            "WITH due AS (
-                 SELECT seq FROM events WHERE forward_state = $3 AND forward_due_at <= $4
-                  ORDER BY forward_due_at, seq LIMIT $5
-                  FOR UPDATE SKIP LOCKED)
-             UPDATE events e
-                SET forward_state = 'sending', forward_attempts = e.forward_attempts + 1,
-                    forward_due_at = $1, forward_token = $2
-               FROM due WHERE e.seq = due.seq
-           RETURNING e.seq, e.id, e.event_type, e.payload, e.forward_attempts AS attempts,
-                     e.received_at",
-        )
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(due.forward_state())
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self)
-        .await?;
-        rows.iter().map(claimed_event).collect()
-    }
-
-    async fn finish_deliveries(&mut self, seqs: &[i64], token: i64, now: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE events
-                SET forward_state = 'done', forwarded_at = $1, forward_due_at = NULL,
-                    forward_token = NULL
-              WHERE seq = ANY($2) AND forward_state = 'sending' AND forward_token = $3",
-        )
-        .bind(now)
-        .bind(seqs)
-        .bind(token)
-        .execute(self)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     async fn fail_deliveries(
         &mut self,
         failures: &[DeliveryFailure<'_>],
@@ -96,5 +45,21 @@ impl DeliverySql for PgConnection {
         .await
     }
 
-    shared_delivery_statements!("FOR UPDATE SKIP LOCKED");
+    shared_delivery_statements! {
+        claim_deliveries: "WITH due AS (
+                 SELECT seq FROM events WHERE forward_state = $3 AND forward_due_at <= $4
+                  ORDER BY forward_due_at, seq LIMIT $5
+                  FOR UPDATE SKIP LOCKED)
+             UPDATE events e
+                SET forward_state = 'sending', forward_attempts = e.forward_attempts + 1,
+                    forward_due_at = $1, forward_token = $2
+               FROM due WHERE e.seq = due.seq
+           RETURNING e.seq, e.id, e.event_type, e.payload, e.forward_attempts AS attempts,
+                     e.received_at",
+        finish_deliveries: "UPDATE events
+                SET forward_state = 'done', forwarded_at = $1, forward_due_at = NULL,
+                    forward_token = NULL
+              WHERE seq = ANY($2) AND forward_state = 'sending' AND forward_token = $3",
+        skip_locked: "FOR UPDATE SKIP LOCKED",
+    }
 }

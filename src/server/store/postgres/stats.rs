@@ -7,11 +7,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::pg_json;
-use crate::server::store::{
-    records::StatsWindow,
-    stats::{
-        shared_stats_statements, ConversationFigures, ConversationRows, ObservationRows, StatsSql,
-    },
+use crate::server::store::stats::{
+    shared_stats_statements, ConversationRows, ObservationRows, StatsSql,
 };
 
 impl StatsSql for PgConnection {
@@ -100,12 +97,8 @@ impl StatsSql for PgConnection {
         Ok(())
     }
 
-    async fn conversation_figures(
-        &mut self,
-        w: &StatsWindow<'_>,
-    ) -> sqlx::Result<Vec<ConversationFigures>> {
-        sqlx::query_as(
-            "SELECT queue_id,
+    shared_stats_statements! {
+        conversation_figures: "SELECT queue_id,
                 COUNT(*) FILTER (WHERE queued_at >= $3 AND answered_at IS NULL
                                    AND ended_at IS NULL) AS waiting,
                 COUNT(*) FILTER (WHERE answered_at >= $3 AND ended_at IS NULL) AS interacting,
@@ -119,13 +112,6 @@ impl StatsSql for PgConnection {
                                                         AND queued_at <= answered_at))::float8
                     AS average_wait
              FROM conversations GROUP BY queue_id",
-        )
-        .bind(w.day_start)
-        .bind(w.day_end)
-        .bind(w.open_since)
-        .fetch_all(self)
-        .await
+        skip_locked: "FOR UPDATE SKIP LOCKED",
     }
-
-    shared_stats_statements!("FOR UPDATE SKIP LOCKED");
 }

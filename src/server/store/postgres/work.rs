@@ -4,13 +4,7 @@
 use sqlx::PgConnection;
 
 use super::pg_text;
-use crate::server::{
-    domain::ClaimedEvent,
-    store::{
-        records::claimed_event,
-        work::{shared_work_statements, Due, Failure, FreshFailure, Lease, WorkSql},
-    },
-};
+use crate::server::store::work::{shared_work_statements, Failure, FreshFailure, WorkSql};
 
 /// The error of an event whose last allowed claim never finished.
 const ABANDONED: &str = "'abandoned after ' || attempts
@@ -25,78 +19,6 @@ fn fresh_columns(failures: &[FreshFailure<'_>]) -> (Vec<String>, Vec<String>) {
 }
 
 impl WorkSql for PgConnection {
-    async fn abandon_expired(&mut self, now: i64, max_attempts: i64) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "WITH expired AS (
-                 SELECT seq FROM events
-                  WHERE status = 'processing' AND next_attempt_at <= $1 AND attempts >= $2
-                  FOR UPDATE SKIP LOCKED)
-             UPDATE events e
-                SET status = 'dead', locked_until = NULL, claim_token = NULL,
-                    last_error = {ABANDONED},
-                    errors = errors || jsonb_build_array(jsonb_build_object('at', $1::int8,
-                                                                            'error', {ABANDONED}))
-               FROM expired WHERE e.seq = expired.seq
-           RETURNING e.seq"
-        )))
-        .bind(now)
-        .bind(max_attempts)
-        .fetch_all(self)
-        .await
-    }
-
-    async fn claim(
-        &mut self,
-        due: Due,
-        now: i64,
-        lease: Lease,
-        limit: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        let rows = sqlx::query(
-            "WITH due AS (
-                 SELECT seq FROM events WHERE status = $5 AND next_attempt_at <= $3
-                  ORDER BY next_attempt_at, seq LIMIT $4
-                  FOR UPDATE SKIP LOCKED)
-             UPDATE events e
-                SET status = 'processing', attempts = e.attempts + 1,
-                    locked_until = $1, next_attempt_at = $1, claim_token = $2
-               FROM due WHERE e.seq = due.seq
-           RETURNING e.seq, e.id, e.event_type, e.payload, e.attempts, e.received_at",
-        )
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(now)
-        .bind(limit)
-        .bind(due.status())
-        .fetch_all(self)
-        .await?;
-        rows.iter().map(claimed_event).collect()
-    }
-
-    async fn finish_claimed(
-        &mut self,
-        seqs: &[i64],
-        token: i64,
-        now: i64,
-        forwarding: bool,
-    ) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar(
-            "UPDATE events
-                SET status = 'done', processed_at = $1, next_attempt_at = $1,
-                    locked_until = NULL, claim_token = NULL,
-                    forward_state = CASE WHEN $4 THEN 'pending' END,
-                    forward_due_at = CASE WHEN $4 THEN $1::int8 END
-              WHERE seq = ANY($2) AND status = 'processing' AND claim_token = $3
-          RETURNING seq",
-        )
-        .bind(now)
-        .bind(seqs)
-        .bind(token)
-        .bind(forwarding)
-        .fetch_all(self)
-        .await
-    }
-
     async fn fail_claimed(
         &mut self,
         failures: &[Failure<'_>],
@@ -128,27 +50,6 @@ impl WorkSql for PgConnection {
         .bind(&errors)
         .bind(&retry_at)
         .bind(token)
-        .fetch_all(self)
-        .await
-    }
-
-    async fn finish_fresh(
-        &mut self,
-        ids: &[&str],
-        now: i64,
-        forwarding: bool,
-    ) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "UPDATE events
-                SET status = 'done', attempts = 1, processed_at = $1, next_attempt_at = $1,
-                    forward_state = CASE WHEN $3 THEN 'pending' END,
-                    forward_due_at = CASE WHEN $3 THEN $1::int8 END
-              WHERE id = ANY($2) AND status = 'pending' AND attempts = 0
-          RETURNING id",
-        )
-        .bind(now)
-        .bind(ids)
-        .bind(forwarding)
         .fetch_all(self)
         .await
     }
@@ -199,5 +100,42 @@ impl WorkSql for PgConnection {
         Ok(done.rows_affected())
     }
 
-    shared_work_statements!("FOR UPDATE SKIP LOCKED");
+    shared_work_statements! {
+        abandon_expired: sqlx::AssertSqlSafe(format!(
+            "WITH expired AS (
+                 SELECT seq FROM events
+                  WHERE status = 'processing' AND next_attempt_at <= $1 AND attempts >= $2
+                  FOR UPDATE SKIP LOCKED)
+             UPDATE events e
+                SET status = 'dead', locked_until = NULL, claim_token = NULL,
+                    last_error = {ABANDONED},
+                    errors = errors || jsonb_build_array(jsonb_build_object('at', $1::int8,
+                                                                            'error', {ABANDONED}))
+               FROM expired WHERE e.seq = expired.seq
+           RETURNING e.seq"
+        )),
+        claim: "WITH due AS (
+                    SELECT seq FROM events WHERE status = $5 AND next_attempt_at <= $3
+                     ORDER BY next_attempt_at, seq LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                UPDATE events e
+                   SET status = 'processing', attempts = e.attempts + 1,
+                       locked_until = $1, next_attempt_at = $1, claim_token = $2
+                  FROM due WHERE e.seq = due.seq
+              RETURNING e.seq, e.id, e.event_type, e.payload, e.attempts, e.received_at",
+        finish_claimed: "UPDATE events
+                            SET status = 'done', processed_at = $1, next_attempt_at = $1,
+                                locked_until = NULL, claim_token = NULL,
+                                forward_state = CASE WHEN $4 THEN 'pending' END,
+                                forward_due_at = CASE WHEN $4 THEN $1::int8 END
+                          WHERE seq = ANY($2) AND status = 'processing' AND claim_token = $3
+                      RETURNING seq",
+        finish_fresh: "UPDATE events
+                          SET status = 'done', attempts = 1, processed_at = $1, next_attempt_at = $1,
+                              forward_state = CASE WHEN $3 THEN 'pending' END,
+                              forward_due_at = CASE WHEN $3 THEN $1::int8 END
+                        WHERE id = ANY($2) AND status = 'pending' AND attempts = 0
+                    RETURNING id",
+        skip_locked: "FOR UPDATE SKIP LOCKED",
+    }
 }

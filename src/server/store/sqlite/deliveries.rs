@@ -3,58 +3,9 @@
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
 
-use crate::server::{
-    domain::ClaimedEvent,
-    store::{
-        deliveries::{shared_delivery_statements, DeliveryFailure, DeliverySql},
-        records::claimed_event,
-        work::{Due, Lease},
-    },
-};
+use crate::server::store::deliveries::{shared_delivery_statements, DeliveryFailure, DeliverySql};
 
 impl DeliverySql for SqliteConnection {
-    async fn claim_deliveries(
-        &mut self,
-        due: Due,
-        now: i64,
-        lease: Lease,
-        limit: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        let rows = sqlx::query(
-            "UPDATE events
-                SET forward_state = 'sending', forward_attempts = forward_attempts + 1,
-                    forward_due_at = ?1, forward_token = ?2
-              WHERE seq IN (SELECT seq FROM events
-                             WHERE forward_state = ?3 AND forward_due_at <= ?4
-                             ORDER BY forward_due_at, seq LIMIT ?5)
-          RETURNING seq, id, event_type, payload, forward_attempts AS attempts, received_at",
-        )
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(due.forward_state())
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self)
-        .await?;
-        rows.iter().map(claimed_event).collect()
-    }
-
-    async fn finish_deliveries(&mut self, seqs: &[i64], token: i64, now: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "UPDATE events
-                SET forward_state = 'done', forwarded_at = ?1, forward_due_at = NULL,
-                    forward_token = NULL
-              WHERE seq IN (SELECT value FROM json_each(?2))
-                AND forward_state = 'sending' AND forward_token = ?3",
-        )
-        .bind(now)
-        .bind(json!(seqs).to_string())
-        .bind(token)
-        .execute(self)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     async fn fail_deliveries(
         &mut self,
         failures: &[DeliveryFailure<'_>],
@@ -88,5 +39,19 @@ impl DeliverySql for SqliteConnection {
         .await
     }
 
-    shared_delivery_statements!("");
+    shared_delivery_statements! {
+        claim_deliveries: "UPDATE events
+                SET forward_state = 'sending', forward_attempts = forward_attempts + 1,
+                    forward_due_at = ?1, forward_token = ?2
+              WHERE seq IN (SELECT seq FROM events
+                             WHERE forward_state = ?3 AND forward_due_at <= ?4
+                             ORDER BY forward_due_at, seq LIMIT ?5)
+          RETURNING seq, id, event_type, payload, forward_attempts AS attempts, received_at",
+        finish_deliveries: "UPDATE events
+                SET forward_state = 'done', forwarded_at = ?1, forward_due_at = NULL,
+                    forward_token = NULL
+              WHERE seq IN (SELECT value FROM json_each(?2))
+                AND forward_state = 'sending' AND forward_token = ?3",
+        skip_locked: "",
+    }
 }

@@ -5,11 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
 
-use crate::server::store::{
-    records::StatsWindow,
-    stats::{
-        shared_stats_statements, ConversationFigures, ConversationRows, ObservationRows, StatsSql,
-    },
+use crate::server::store::stats::{
+    shared_stats_statements, ConversationRows, ObservationRows, StatsSql,
 };
 
 impl StatsSql for SqliteConnection {
@@ -91,12 +88,8 @@ impl StatsSql for SqliteConnection {
         Ok(())
     }
 
-    async fn conversation_figures(
-        &mut self,
-        w: &StatsWindow<'_>,
-    ) -> sqlx::Result<Vec<ConversationFigures>> {
-        sqlx::query_as(
-            "SELECT queue_id,
+    shared_stats_statements! {
+        conversation_figures: "SELECT queue_id,
                 coalesce(SUM(queued_at >= ?3 AND answered_at IS NULL AND ended_at IS NULL), 0)
                     AS waiting,
                 coalesce(SUM(answered_at >= ?3 AND ended_at IS NULL), 0) AS interacting,
@@ -109,13 +102,6 @@ impl StatsSql for SqliteConnection {
                 AVG(CASE WHEN answered_at >= ?1 AND answered_at < ?2 AND queued_at <= answered_at
                          THEN answered_at - queued_at END) AS average_wait
              FROM conversations GROUP BY queue_id",
-        )
-        .bind(w.day_start)
-        .bind(w.day_end)
-        .bind(w.open_since)
-        .fetch_all(self)
-        .await
+        skip_locked: "",
     }
-
-    shared_stats_statements!("");
 }

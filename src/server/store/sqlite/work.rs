@@ -5,13 +5,7 @@
 use serde_json::{json, Value};
 use sqlx::SqliteConnection;
 
-use crate::server::{
-    domain::ClaimedEvent,
-    store::{
-        records::claimed_event,
-        work::{shared_work_statements, Due, Failure, FreshFailure, Lease, WorkSql},
-    },
-};
+use crate::server::store::work::{shared_work_statements, Failure, FreshFailure, WorkSql};
 
 /// The error of an event whose last allowed claim never finished.
 const ABANDONED: &str = "'abandoned after ' || attempts
@@ -27,72 +21,6 @@ fn fresh_rows(failures: &[FreshFailure<'_>]) -> String {
 }
 
 impl WorkSql for SqliteConnection {
-    async fn abandon_expired(&mut self, now: i64, max_attempts: i64) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "UPDATE events
-                SET status = 'dead', locked_until = NULL, claim_token = NULL,
-                    last_error = {ABANDONED},
-                    errors = json_insert(errors, '$[#]', json_object('at', ?1, 'error', {ABANDONED}))
-              WHERE status = 'processing' AND next_attempt_at <= ?1 AND attempts >= ?2
-          RETURNING seq"
-        )))
-        .bind(now)
-        .bind(max_attempts)
-        .fetch_all(self)
-        .await
-    }
-
-    async fn claim(
-        &mut self,
-        due: Due,
-        now: i64,
-        lease: Lease,
-        limit: i64,
-    ) -> sqlx::Result<Vec<ClaimedEvent>> {
-        // While processing, `next_attempt_at` is the lease end, so one index serves both.
-        let rows = sqlx::query(
-            "UPDATE events
-                SET status = 'processing', attempts = attempts + 1,
-                    locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
-              WHERE seq IN (SELECT seq FROM events WHERE status = ?5 AND next_attempt_at <= ?3
-                             ORDER BY next_attempt_at, seq LIMIT ?4)
-          RETURNING seq, id, event_type, payload, attempts, received_at",
-        )
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(now)
-        .bind(limit)
-        .bind(due.status())
-        .fetch_all(self)
-        .await?;
-        rows.iter().map(claimed_event).collect()
-    }
-
-    async fn finish_claimed(
-        &mut self,
-        seqs: &[i64],
-        token: i64,
-        now: i64,
-        forwarding: bool,
-    ) -> sqlx::Result<Vec<i64>> {
-        sqlx::query_scalar(
-            "UPDATE events
-                SET status = 'done', processed_at = ?1, next_attempt_at = ?1,
-                    locked_until = NULL, claim_token = NULL,
-                    forward_state = CASE WHEN ?4 THEN 'pending' END,
-                    forward_due_at = CASE WHEN ?4 THEN ?1 END
-              WHERE seq IN (SELECT value FROM json_each(?2))
-                AND +status = 'processing' AND claim_token = ?3
-          RETURNING seq",
-        )
-        .bind(now)
-        .bind(json!(seqs).to_string())
-        .bind(token)
-        .bind(forwarding)
-        .fetch_all(self)
-        .await
-    }
-
     async fn fail_claimed(
         &mut self,
         failures: &[Failure<'_>],
@@ -119,28 +47,6 @@ impl WorkSql for SqliteConnection {
         .bind(now)
         .bind(Value::Array(rows).to_string())
         .bind(token)
-        .fetch_all(self)
-        .await
-    }
-
-    async fn finish_fresh(
-        &mut self,
-        ids: &[&str],
-        now: i64,
-        forwarding: bool,
-    ) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "UPDATE events
-                SET status = 'done', attempts = 1, processed_at = ?1, next_attempt_at = ?1,
-                    forward_state = CASE WHEN ?3 THEN 'pending' END,
-                    forward_due_at = CASE WHEN ?3 THEN ?1 END
-              WHERE id IN (SELECT value FROM json_each(?2))
-                AND +status = 'pending' AND attempts = 0
-          RETURNING id",
-        )
-        .bind(now)
-        .bind(json!(ids).to_string())
-        .bind(forwarding)
         .fetch_all(self)
         .await
     }
@@ -188,5 +94,37 @@ impl WorkSql for SqliteConnection {
         Ok(done.rows_affected())
     }
 
-    shared_work_statements!("");
+    shared_work_statements! {
+        abandon_expired: sqlx::AssertSqlSafe(format!(
+            "UPDATE events
+                SET status = 'dead', locked_until = NULL, claim_token = NULL,
+                    last_error = {ABANDONED},
+                    errors = json_insert(errors, '$[#]', json_object('at', ?1, 'error', {ABANDONED}))
+              WHERE status = 'processing' AND next_attempt_at <= ?1 AND attempts >= ?2
+          RETURNING seq"
+        )),
+        // While processing, `next_attempt_at` is the lease end, so one index serves both.
+        claim: "UPDATE events
+                   SET status = 'processing', attempts = attempts + 1,
+                       locked_until = ?1, next_attempt_at = ?1, claim_token = ?2
+                 WHERE seq IN (SELECT seq FROM events WHERE status = ?5 AND next_attempt_at <= ?3
+                                ORDER BY next_attempt_at, seq LIMIT ?4)
+             RETURNING seq, id, event_type, payload, attempts, received_at",
+        finish_claimed: "UPDATE events
+                            SET status = 'done', processed_at = ?1, next_attempt_at = ?1,
+                                locked_until = NULL, claim_token = NULL,
+                                forward_state = CASE WHEN ?4 THEN 'pending' END,
+                                forward_due_at = CASE WHEN ?4 THEN ?1 END
+                          WHERE seq IN (SELECT value FROM json_each(?2))
+                            AND +status = 'processing' AND claim_token = ?3
+                      RETURNING seq",
+        finish_fresh: "UPDATE events
+                          SET status = 'done', attempts = 1, processed_at = ?1, next_attempt_at = ?1,
+                              forward_state = CASE WHEN ?3 THEN 'pending' END,
+                              forward_due_at = CASE WHEN ?3 THEN ?1 END
+                        WHERE id IN (SELECT value FROM json_each(?2))
+                          AND +status = 'pending' AND attempts = 0
+                    RETURNING id",
+        skip_locked: "",
+    }
 }
