@@ -29,10 +29,8 @@ use std::{
 use axum::{body::Bytes, http::HeaderMap, http::StatusCode, routing::post, Router};
 use gc_status::server::{
     config::Config,
-    ingest::{
-        auth::{sign_hex, SenderAuth},
-        envelope,
-    },
+    domain::envelope,
+    ingest::auth::{sign_hex, SenderAuth},
     startup::Application,
 };
 use hdrhistogram::Histogram;

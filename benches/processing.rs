@@ -24,13 +24,13 @@ use std::{
 use axum::body::Bytes;
 use gc_status::server::{
     config::Config,
-    domain::{ClaimedEvent, Effect, ProcessError},
+    domain::{interpret::Rules, now_ms, ClaimedEvent, Effect, ProcessError},
     rates::RateMeter,
     store::{
         self,
         writer::{IngestWriter, NewEvent, WriterSettings},
     },
-    worker::{interpret::Rules, now_ms, Processor, StatsProcessor, Worker, WorkerSettings},
+    worker::{Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

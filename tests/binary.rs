@@ -244,7 +244,7 @@ async fn sigkill_during_processing_loses_nothing_and_statistics_equal_a_rebuild(
             )
         } else {
             let state = ["queued", "connected", "disconnected"][i % 3];
-            let at = gc_status::server::worker::now_ms() - 60_000;
+            let at = gc_status::server::domain::now_ms() - 60_000;
             conversation_event(
                 &id,
                 &format!("q{}", i % 4),
@@ -390,7 +390,7 @@ async fn an_event_that_kills_the_process_every_time_ends_in_the_dead_letters() {
     ];
     let mut server = start_binary(dir.path(), &env).await;
     let client = reqwest::Client::new();
-    let now = gc_status::server::worker::now_ms();
+    let now = gc_status::server::domain::now_ms();
     let poison =
         r#"{"event":"test.poison","id":"poison","timestamp":"2026-11-29T10:00:00Z","data":{}}"#;
     assert_eq!(post(&client, server.addr, poison.to_owned()).await, 202);
@@ -477,7 +477,7 @@ fn eventbridge_event(i: usize) -> (String, String) {
     } else {
         "acd.start"
     };
-    let now = gc_status::server::worker::now_ms();
+    let now = gc_status::server::domain::now_ms();
     let body = format!(
         r#"{{"version":"0","id":"{id}","detail-type":"v2.detail.events.conversation.{{id}}.{topic}","source":"aws.partner/genesys.com/cloud/3d2b7c1e-5f0a-4c1b-9a57-2f4e1a9c8b10/gc-status","account":"123456789012","time":"{time}","region":"eu-west-1","resources":[],"detail":{{"topicName":"v2.detail.events.conversation.{conversation}.{topic}","version":"2","eventBody":{{"eventTime":{now},"conversationId":"{conversation}","participantId":"{participant}","sessionId":"{session}","mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567","dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567","queueId":"7a1c2e3f-0b4d-4e5f-8a6b-{queue:012x}","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6","routingPriority":0,"requestedRoutingTypes":["Standard"]}},"metadata":{{"CorrelationId":"{correlation}"}}}}}}"#,
         time = rfc3339(now),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::*;
-use gc_status::server::{config::Config, startup::Application, worker::now_ms};
+use gc_status::server::{config::Config, domain::now_ms, startup::Application};
 use serde_json::Value;
 use sqlx::Connection as _;
 

@@ -22,7 +22,7 @@ use axum::{
 };
 use common::*;
 use gc_status::server::{
-    config::ForwardConfig, forward::token::TokenSource, store::DeliveryState, worker::now_ms,
+    config::ForwardConfig, domain::now_ms, forward::token::TokenSource, store::DeliveryState,
 };
 use serde_json::{json, Value};
 
@@ -823,7 +823,8 @@ async fn events_processed_before_the_sink_was_configured_are_forwarded_on_reques
         .output()
         .expect("run the CLI");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{text}");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}{errors}");
     assert!(text.contains("queued 3 processed events"), "{text}");
     wait_delivered(&down, &early, Duration::from_secs(10)).await;
     assert!(down.delivered().values().all(|n| *n == 1), "each once");

@@ -10,11 +10,9 @@ use std::{
 
 use common::*;
 use gc_status::server::{
-    domain::{ClaimedEvent, Effect, ProcessError},
+    domain::{interpret::Rules, now_ms, ClaimedEvent, Effect, ProcessError},
     rates::RateMeter,
-    worker::{
-        interpret::Rules, now_ms, retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings,
-    },
+    worker::{retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use serde_json::Value;
 
@@ -488,7 +486,7 @@ async fn nul_escapes_in_ids_and_queues_are_stored_and_spoil_nothing_around_them(
     // JSON may carry `\u0000` in any string; PostgreSQL's text cannot hold NUL. The event is
     // kept (with U+FFFD there), and the events committed in the same batch are unharmed.
     let app = spawn_app().await;
-    let now = gc_status::server::worker::now_ms();
+    let now = gc_status::server::domain::now_ms();
     let odd = format!(
         r#"{{"event":"conversation:updated","id":"nul\u0000id","timestamp":"{}","data":{{"state":"queued","queueId":"q\u0000x","conversationId":"c\u0000y","queueName":"Odd\u0000name"}}}}"#,
         rfc3339(now)

@@ -42,7 +42,7 @@ async fn each_envelope_is_accepted() {
         (simple_event("s-1"), "s-1".to_owned()),
         (
             notification.to_owned(),
-            gc_status::server::ingest::envelope::body_digest(notification.as_bytes()),
+            gc_status::server::domain::envelope::body_digest(notification.as_bytes()),
         ),
         (eventbridge.to_owned(), "eb-1".to_owned()),
     ] {

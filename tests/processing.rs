@@ -13,11 +13,9 @@ use std::{
 
 use common::*;
 use gc_status::server::{
-    domain::{ClaimedEvent, Effect, Outcome, ProcessError},
+    domain::{interpret::Rules, now_ms, ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
-    worker::{
-        interpret::Rules, now_ms, retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings,
-    },
+    worker::{retry::Backoff, Processor, StatsProcessor, Worker, WorkerSettings},
 };
 use serde_json::{json, Value};
 

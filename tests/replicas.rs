@@ -41,7 +41,11 @@ async fn get_json(
 
 /// An event's processing status in the shared database, if it is stored.
 async fn status_of(db: &store::Db, id: &str) -> Option<String> {
-    db.event_state(id).await.ok().flatten().map(|s| s.status)
+    db.event_state(id)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.status.to_string())
 }
 
 /// The queues part of a replica's status snapshot (rates and clocks left out).
@@ -85,7 +89,7 @@ async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
     let (db, _writer) = store::open(&database, Duration::from_secs(5))
         .await
         .expect("open the shared database");
-    let now = gc_status::server::worker::now_ms();
+    let now = gc_status::server::domain::now_ms();
 
     // Events for A's workers (B is not running yet): a poison one among ordinary ones, claimed
     // by A's workers; A hangs on the poison event, holding the lease of its batch-mates too.
@@ -287,7 +291,7 @@ async fn replicas_starting_together_apply_the_migrations_once() {
 
 #[tokio::test]
 async fn a_sqlite_database_copied_into_postgresql_carries_on_there() {
-    use gc_status::server::worker::now_ms;
+    use gc_status::server::domain::now_ms;
     // The file outlives the app: the copy reads it after the app stopped.
     let dir = temp_dir();
     let sqlite = spawn_on(&database_url(dir.path()), |_| {}).await;

@@ -51,7 +51,7 @@ pub async fn list_dead_letters(
     filter: ConsoleFilter,
     before: Option<String>,
 ) -> Result<DeadLetterList, ServerFnError> {
-    use crate::server::{access::require_admin, store::Db, worker::now_ms};
+    use crate::server::{access::require_admin, domain::now_ms, store::Db};
     require_admin().await?;
     let filter = server::store_filter(&filter)?;
     let cursor = before.as_deref().and_then(|c| {
@@ -79,7 +79,8 @@ pub async fn list_dead_letters(
 pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, ServerFnError> {
     use crate::server::{
         access::{actor, require_admin},
-        admin::{self, AdminAccess},
+        admin::AdminAccess,
+        dead_letters,
         domain::Selection,
         store::Db,
     };
@@ -100,9 +101,10 @@ pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, 
     let db = expect_context::<Db>();
     let count = match act {
         Act::Replay => {
-            admin::replay(&db, &expect_context::<AdminAccess>(), &actor, &selection).await
+            let access = expect_context::<AdminAccess>();
+            dead_letters::replay(&db, access.wake_workers(), &actor, &selection).await
         }
-        Act::Discard => admin::discard(&db, &actor, &selection).await,
+        Act::Discard => dead_letters::discard(&db, &actor, &selection).await,
     }
     .map_err(server::unavailable)?;
     Ok(ActResult { act, count })
@@ -114,40 +116,22 @@ pub(crate) mod server {
 
     use crate::{
         model::{ConsoleFilter, DeadLetterRow},
-        server::{
-            admin::{parse_stage, parse_time},
-            domain::{DeadLetter, DeadLetterFilter},
-        },
+        server::domain::{DeadLetter, DeadLetterFilter, FilterText},
     };
 
-    /// The console's text filter as the store's; times are RFC 3339 or a `datetime-local`
-    /// value (`2026-11-29T10:00`), read as UTC like every time on the pages.
+    /// The console's form as the store's filter, parsed as the admin API and the CLI parse
+    /// theirs.
     pub fn store_filter(filter: &ConsoleFilter) -> Result<DeadLetterFilter, ServerFnError> {
-        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-        let time = |field: &str, value: &str| -> Result<Option<i64>, ServerFnError> {
-            let Some(value) = text(value) else {
-                return Ok(None);
-            };
-            if let Ok(local) = value.parse::<jiff::civil::DateTime>() {
-                if let Ok(at) = local.to_zoned(jiff::tz::TimeZone::UTC) {
-                    return Ok(Some(at.timestamp().as_millisecond()));
-                }
-            }
-            parse_time(field, &serde_json::Value::String(value))
-                .map(Some)
-                .map_err(|err| ServerFnError::new(err.to_string()))
-        };
-        Ok(DeadLetterFilter {
-            event_type: text(&filter.event_type),
-            queue: text(&filter.queue),
-            error: text(&filter.error),
-            since: time("since", &filter.since)?,
-            until: time("until", &filter.until)?,
-            stage: text(&filter.stage)
-                .map(parse_stage)
-                .transpose()
-                .map_err(|err| ServerFnError::new(err.to_string()))?,
-        })
+        FilterText {
+            event_type: Some(filter.event_type.clone()),
+            queue: Some(filter.queue.clone()),
+            error: Some(filter.error.clone()),
+            since: Some(filter.since.clone()),
+            until: Some(filter.until.clone()),
+            stage: Some(filter.stage.clone()),
+        }
+        .parse()
+        .map_err(|err| ServerFnError::new(err.to_string()))
     }
 
     pub fn row(d: DeadLetter) -> DeadLetterRow {
@@ -159,7 +143,7 @@ pub(crate) mod server {
             last_error: d.last_error,
             received_at: d.received_at,
             dead_at: d.dead_at,
-            stage: d.stage,
+            stage: d.stage.to_string(),
         }
     }
 

@@ -14,8 +14,9 @@ pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
     use crate::{
         model::Role,
         server::{
-            access::{self, audit},
+            access,
             admin::{AdminAccess, AdminDenied},
+            audit::record as audit,
             store::Db,
         },
     };
@@ -78,7 +79,7 @@ pub async fn logout() -> Result<(), ServerFnError> {
     {
         if signed.role == crate::model::Role::Admin {
             let actor = access::actor("admin session").await;
-            access::audit(
+            crate::server::audit::record(
                 &expect_context::<crate::server::store::Db>(),
                 &actor,
                 "sign_out",

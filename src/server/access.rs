@@ -21,13 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use super::{
-    config::Config,
-    ingest::WEBHOOK_PATH,
-    state::AppState,
-    store::{AuditRecord, Db},
-    worker::now_ms,
-};
+use super::{config::Config, domain::now_ms, ingest::WEBHOOK_PATH, state::AppState};
 use crate::{
     model::{BoardSettings, Role, Thresholds},
     pages::format::encode_component,
@@ -212,26 +206,6 @@ pub async fn sign_in(session: &Session, role: Role) -> anyhow::Result<SignedIn> 
 pub async fn sign_out(session: &Session) -> anyhow::Result<()> {
     session.flush().await?;
     Ok(())
-}
-
-/// Appends to the audit trail; a failure is logged, never fatal to the action it records.
-pub async fn audit(
-    db: &Db,
-    actor: &str,
-    action: &str,
-    count: Option<u64>,
-    detail: serde_json::Value,
-) {
-    let record = AuditRecord {
-        at: now_ms(),
-        actor,
-        action,
-        count: count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-        detail,
-    };
-    if let Err(err) = db.record_audit(&record).await {
-        tracing::error!(error = %err, action, "cannot record the audit entry");
-    }
 }
 
 /// A local path to return to after sign-in: only same-site paths, never `//host` or a URL.

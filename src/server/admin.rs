@@ -23,12 +23,10 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use super::{
-    access::audit,
-    domain::{DeadLetter, DeadLetterFilter, DeadLetterPage, Selection},
+    dead_letters,
+    domain::{DeadLetter, DeadLetterPage, FilterText, Selection},
     error::ApiError,
     state::AppState,
-    store::Db,
-    worker::now_ms,
 };
 
 pub fn router(state: AppState) -> Router<AppState> {
@@ -190,12 +188,9 @@ impl AdminAccess {
     }
 
     /// Counts a replay and wakes the workers to process it.
-    pub fn replayed(&self, n: u64) {
-        metrics::counter!("gc_status_events_replayed_total").increment(n);
-        if n > 0 {
-            tracing::info!(events = n, "dead letters replayed");
-            self.wake_workers.notify_waiters();
-        }
+    /// What wakes this process's workers (a replay has work for them).
+    pub fn wake_workers(&self) -> &Notify {
+        &self.wake_workers
     }
 }
 
@@ -226,70 +221,6 @@ async fn require_admin(
     Ok(next.run(request).await)
 }
 
-/// Filter fields as they arrive in a query string or JSON body; times are RFC 3339 or epoch ms.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterParams {
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    pub queue: Option<String>,
-    pub error: Option<String>,
-    pub since: Option<Value>,
-    pub until: Option<Value>,
-    /// `payload` or `sink`.
-    pub stage: Option<String>,
-}
-
-/// Which step failed, as a filter: `payload` or `sink`.
-pub fn parse_stage(stage: String) -> Result<String, ApiError> {
-    match stage.trim() {
-        "payload" | "sink" => Ok(stage.trim().to_owned()),
-        _ => Err(ApiError::BadRequest(format!(
-            "`stage` must be `payload` (processing failed) or `sink` (forwarding failed), not `{stage}`"
-        ))),
-    }
-}
-
-/// An RFC 3339 time or epoch milliseconds.
-pub fn parse_time(field: &str, value: &Value) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "`{field}` must be an RFC 3339 time such as 2026-11-29T10:00:00Z, or epoch milliseconds"
-        ))
-    };
-    match value {
-        Value::Number(n) => n.as_i64().ok_or_else(bad),
-        Value::String(s) => s
-            .parse::<jiff::Timestamp>()
-            .map(|t| t.as_millisecond())
-            .or_else(|_| s.parse::<i64>())
-            .map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
-impl FilterParams {
-    pub fn into_filter(self) -> Result<DeadLetterFilter, ApiError> {
-        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-        Ok(DeadLetterFilter {
-            event_type: non_empty(self.event_type),
-            queue: non_empty(self.queue),
-            error: non_empty(self.error),
-            since: self
-                .since
-                .as_ref()
-                .map(|v| parse_time("since", v))
-                .transpose()?,
-            until: self
-                .until
-                .as_ref()
-                .map(|v| parse_time("until", v))
-                .transpose()?,
-            stage: non_empty(self.stage).map(parse_stage).transpose()?,
-        })
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct ListParams {
     #[serde(rename = "type")]
@@ -307,15 +238,15 @@ async fn list_dead_letters(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    let filter = FilterParams {
+    let filter = FilterText {
         event_type: params.event_type,
         queue: params.queue,
         error: params.error,
-        since: params.since.map(Value::String),
-        until: params.until.map(Value::String),
+        since: params.since,
+        until: params.until,
         stage: params.stage,
     }
-    .into_filter()?;
+    .parse()?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
     let offset = params.offset.unwrap_or(0).max(0);
     Ok(Json(
@@ -340,7 +271,7 @@ async fn get_dead_letter(
 #[serde(deny_unknown_fields)]
 struct BulkRequest {
     ids: Option<Vec<String>>,
-    filter: Option<FilterParams>,
+    filter: Option<FilterText>,
 }
 
 fn selection(body: &[u8]) -> Result<Selection, ApiError> {
@@ -351,57 +282,10 @@ fn selection(body: &[u8]) -> Result<Selection, ApiError> {
     })?;
     match (request.ids, request.filter) {
         (Some(ids), None) => Ok(Selection::Ids(ids)),
-        (None, Some(filter)) => Ok(Selection::Filter(filter.into_filter()?)),
+        (None, Some(filter)) => Ok(Selection::Filter(filter.parse()?)),
         _ => Err(ApiError::BadRequest(
             "give exactly one of `ids` or `filter` (an empty filter selects all)".into(),
         )),
-    }
-}
-
-/// Replays the selection and records it in the audit trail under `actor`. Shared by the JSON
-/// API, the console and the CLI.
-pub async fn replay(
-    db: &Db,
-    access: &AdminAccess,
-    actor: &str,
-    selection: &Selection,
-) -> Result<u64, sqlx::Error> {
-    let replayed = db.replay_dead_letters(selection, now_ms()).await?;
-    access.replayed(replayed);
-    audit(
-        db,
-        actor,
-        "replay",
-        Some(replayed),
-        selection_detail(selection),
-    )
-    .await;
-    Ok(replayed)
-}
-
-/// Discards the selection for good and records it in the audit trail under `actor`.
-pub async fn discard(db: &Db, actor: &str, selection: &Selection) -> Result<u64, sqlx::Error> {
-    let discarded = db.discard_dead_letters(selection).await?;
-    metrics::counter!("gc_status_events_discarded_total").increment(discarded);
-    if discarded > 0 {
-        tracing::info!(events = discarded, "dead letters discarded");
-    }
-    audit(
-        db,
-        actor,
-        "discard",
-        Some(discarded),
-        selection_detail(selection),
-    )
-    .await;
-    Ok(discarded)
-}
-
-/// What an audit entry says was selected: the ids, or the filter.
-fn selection_detail(selection: &Selection) -> Value {
-    match selection {
-        Selection::Ids(ids) => json!({ "ids": ids }),
-        Selection::Filter(filter) => json!({ "filter": filter }),
     }
 }
 
@@ -414,9 +298,9 @@ async fn replay_dead_letter(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = replay(
+    let n = dead_letters::replay(
         &state.db,
-        &state.admin,
+        state.admin.wake_workers(),
         &api_actor(addr),
         &Selection::Ids(vec![id]),
     )
@@ -429,9 +313,9 @@ async fn replay_dead_letters(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let n = replay(
+    let n = dead_letters::replay(
         &state.db,
-        &state.admin,
+        state.admin.wake_workers(),
         &api_actor(addr),
         &selection(&body)?,
     )
@@ -444,7 +328,7 @@ async fn discard_dead_letter(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = discard(&state.db, &api_actor(addr), &Selection::Ids(vec![id])).await?;
+    let n = dead_letters::discard(&state.db, &api_actor(addr), &Selection::Ids(vec![id])).await?;
     Ok(Json(json!({ "discarded": n })))
 }
 
@@ -453,7 +337,7 @@ async fn discard_dead_letters(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let n = discard(&state.db, &api_actor(addr), &selection(&body)?).await?;
+    let n = dead_letters::discard(&state.db, &api_actor(addr), &selection(&body)?).await?;
     Ok(Json(json!({ "discarded": n })))
 }
 
@@ -469,13 +353,5 @@ mod tests {
         assert_eq!(access.check(""), Err(AdminDenied::Missing));
         let disabled = AdminAccess::new(Some("  "), Arc::new(Notify::new()));
         assert_eq!(disabled.check("anything"), Err(AdminDenied::Disabled));
-    }
-
-    #[test]
-    fn filter_times_accept_rfc3339_and_epoch_ms() {
-        let at = parse_time("since", &Value::String("2026-11-29T10:00:00Z".into()));
-        assert_eq!(at.ok(), Some(1_795_946_400_000));
-        assert_eq!(parse_time("since", &json!(5)).ok(), Some(5));
-        assert!(parse_time("since", &Value::String("yesterday".into())).is_err());
     }
 }

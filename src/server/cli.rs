@@ -7,9 +7,9 @@ use std::io::{BufRead as _, Write as _};
 use anyhow::{bail, Context as _};
 
 use super::{
-    admin::{self, parse_time, AdminAccess, FilterParams},
     config::{Command, Config, DlqAction, DlqFilterArgs},
-    domain::{DeadLetterFilter, Selection},
+    dead_letters,
+    domain::{now_ms, parse_time, DeadLetterFilter, FilterText, Selection},
     store::{self, Db},
     worker,
 };
@@ -35,16 +35,16 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
 }
 
 fn filter(args: &DlqFilterArgs) -> anyhow::Result<DeadLetterFilter> {
-    // The same parsing as the admin API, so both accept the same filters.
-    FilterParams {
+    // The same parsing as the admin API and the console, so all accept the same filters.
+    FilterText {
         event_type: args.event_type.clone(),
         queue: args.queue.clone(),
         error: args.error.clone(),
-        since: args.since.clone().map(serde_json::Value::String),
-        until: args.until.clone().map(serde_json::Value::String),
+        since: args.since.clone(),
+        until: args.until.clone(),
         stage: args.stage.clone(),
     }
-    .into_filter()
+    .parse()
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -82,10 +82,9 @@ async fn copy_to_postgres(config: &Config, from: &Db, to: &str) -> anyhow::Resul
 /// Queues done events received in `[since, until)` for the sink.
 async fn forward(db: &Db, since: &str, until: Option<&str>) -> anyhow::Result<()> {
     let time = |field: &str, text: &str| {
-        parse_time(field, &serde_json::Value::String(text.to_owned()))
-            .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+        parse_time(field, text).map_err(|e| anyhow::anyhow!("--{field}: {e}"))
     };
-    let now = worker::now_ms();
+    let now = now_ms();
     let since = time("since", since)?;
     let until = until.map(|u| time("until", u)).transpose()?.unwrap_or(now);
     let queued = db.queue_for_forwarding(since, until, now).await?;
@@ -139,8 +138,11 @@ async fn dlq(db: &Db, action: &DlqAction) -> anyhow::Result<()> {
             Ok(())
         }
         DlqAction::Replay { ids, all, filter } => {
-            let access = AdminAccess::new(None, Default::default());
-            let n = admin::replay(db, &access, CLI_ACTOR, &selection(ids, *all, filter)?).await?;
+            // No workers run in this process: a running gc-status finds the events at its
+            // next poll.
+            let nobody = tokio::sync::Notify::new();
+            let selection = selection(ids, *all, filter)?;
+            let n = dead_letters::replay(db, &nobody, CLI_ACTOR, &selection).await?;
             println!("replayed {n} dead letter(s); a running gc-status processes them shortly");
             Ok(())
         }
@@ -163,7 +165,7 @@ async fn dlq(db: &Db, action: &DlqAction) -> anyhow::Result<()> {
                 println!("nothing discarded");
                 return Ok(());
             }
-            let n = admin::discard(db, CLI_ACTOR, &selection).await?;
+            let n = dead_letters::discard(db, CLI_ACTOR, &selection).await?;
             println!("discarded {n} dead letter(s)");
             Ok(())
         }

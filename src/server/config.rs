@@ -270,9 +270,9 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// How events are interpreted.
-    pub fn rules(&self) -> crate::server::worker::interpret::Rules {
-        crate::server::worker::interpret::Rules {
-            ignore: crate::server::worker::interpret::IgnoreList::new(
+    pub fn rules(&self) -> crate::server::domain::interpret::Rules {
+        crate::server::domain::interpret::Rules {
+            ignore: crate::server::domain::interpret::IgnoreList::new(
                 self.ignore_topics.iter().cloned(),
             ),
             max_clock_skew_ms: i64::try_from(self.max_clock_skew_secs.saturating_mul(1000))

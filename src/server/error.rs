@@ -9,7 +9,8 @@ use axum::{
 use serde_json::json;
 
 use super::{
-    ingest::{auth::AuthError, envelope::InvalidPayload},
+    domain::envelope::InvalidPayload,
+    ingest::auth::AuthError,
     store::{retry_reason, writer::StoreError},
 };
 
@@ -65,6 +66,13 @@ pub enum ApiError {
     /// 500: an unexpected failure, logged with its cause chain and never sent to the client.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::server::domain::FilterError> for ApiError {
+    /// A dead-letter filter that cannot be used is a bad request; its message says why.
+    fn from(err: crate::server::domain::FilterError) -> Self {
+        ApiError::BadRequest(err.to_string())
+    }
 }
 
 impl ApiError {

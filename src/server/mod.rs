@@ -3,14 +3,17 @@
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod dead_letters;
 pub mod domain;
 pub mod error;
 pub mod forward;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod periodic;
 pub mod rates;
 pub mod serve;
 pub mod sessions;

@@ -9,7 +9,7 @@ use tower_sessions::{
     session_store, Expiry, SessionManagerLayer, SessionStore,
 };
 
-use super::{store::Db, worker::now_ms};
+use super::{domain::now_ms, store::Db};
 
 /// Session records in the `sessions` table.
 #[derive(Clone, Debug)]
@@ -112,13 +112,13 @@ pub fn layer(db: Db, secure: bool, idle: Duration) -> SessionManagerLayer<DbSess
 /// Deletes expired sessions every few minutes until `stop`.
 pub async fn prune_periodically(db: Db, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(300);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
-            () = stop.cancelled() => return,
+    super::periodic::every(EVERY, stop, || {
+        let db = db.clone();
+        async move {
+            if let Err(err) = db.prune_sessions(now_ms()).await {
+                tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
+            }
         }
-        if let Err(err) = db.prune_sessions(now_ms()).await {
-            tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
-        }
-    }
+    })
+    .await
 }

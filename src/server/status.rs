@@ -149,27 +149,27 @@ impl StatusSource {
     /// keeps each minute's peak), until `stop`.
     pub async fn sample_periodically(self: Arc<Self>, stop: CancellationToken) {
         const EVERY: Duration = Duration::from_secs(10);
-        loop {
-            match self.snapshot().await {
-                Ok(snapshot) => {
-                    let waiting: Vec<(String, i64)> = snapshot
-                        .queues
-                        .iter()
-                        .map(|q| (q.queue_id.clone(), q.waiting))
-                        .collect();
-                    let minute = jiff::Timestamp::now().as_millisecond() / 60_000;
-                    if !waiting.is_empty() {
-                        if let Err(err) = self.db.record_samples(minute, &waiting).await {
-                            tracing::warn!(error = %err, "cannot record queue samples");
-                        }
+        self.clone().sample().await;
+        super::periodic::every(EVERY, stop, || self.clone().sample()).await
+    }
+
+    /// Records each queue's waiting count now, for this minute.
+    async fn sample(self: Arc<Self>) {
+        match self.snapshot().await {
+            Ok(snapshot) => {
+                let waiting: Vec<(String, i64)> = snapshot
+                    .queues
+                    .iter()
+                    .map(|q| (q.queue_id.clone(), q.waiting))
+                    .collect();
+                let minute = jiff::Timestamp::now().as_millisecond() / 60_000;
+                if !waiting.is_empty() {
+                    if let Err(err) = self.db.record_samples(minute, &waiting).await {
+                        tracing::warn!(error = %err, "cannot record queue samples");
                     }
                 }
-                Err(err) => tracing::warn!("cannot sample the queues: {err:#}"),
             }
-            tokio::select! {
-                () = tokio::time::sleep(EVERY) => {}
-                () = stop.cancelled() => return,
-            }
+            Err(err) => tracing::warn!("cannot sample the queues: {err:#}"),
         }
     }
 }

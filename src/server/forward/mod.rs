@@ -25,10 +25,10 @@ use self::{
 };
 use super::{
     config::{ForwardConfig, WorkerConfig},
-    domain::{ClaimedEvent, DeliveryOutcome},
+    domain::{now_ms, ClaimedEvent, DeliveryOutcome},
     rates::RateMeter,
     store::Db,
-    worker::{grace_after, new_token, now_ms, retry::Backoff, WorkerSettings},
+    worker::{grace_after, new_token, retry::Backoff, WorkerSettings},
 };
 use crate::model::{ForwardPause, ForwardingStatus};
 

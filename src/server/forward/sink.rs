@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::token::{Token, TokenSource};
-use crate::server::{
-    domain::{ClaimedEvent, Effect},
-    worker::interpret::{self, Rules},
+use crate::server::domain::{
+    interpret::{self, Rules},
+    ClaimedEvent, Effect,
 };
 
 /// How one delivery went.

@@ -1,7 +1,6 @@
 //! The webhook route: read with a limit, authenticate, validate, store, acknowledge.
 
 pub mod auth;
-pub mod envelope;
 mod receive;
 
 pub use receive::{router, WEBHOOK_PATH};

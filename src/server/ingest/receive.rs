@@ -13,7 +13,7 @@ use axum::{
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Serialize;
 
-use super::envelope;
+use crate::server::domain::envelope;
 use crate::server::{
     domain::ClaimedEvent,
     error::ApiError,

@@ -251,7 +251,7 @@ pub(crate) fn push_filter<DB: sqlx::Database>(
         q.push(" AND dead_at < ").push_bind(until);
     }
     if let Some(stage) = &filter.stage {
-        q.push(" AND stage = ").push_bind(text(stage));
+        q.push(" AND stage = ").push_bind(stage.as_str().to_owned());
     }
 }
 

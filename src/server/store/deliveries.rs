@@ -61,8 +61,7 @@ pub(crate) trait DeliverySql {
 /// One event's forwarding state (tests and the CLI).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryState {
-    /// `pending`, `sending`, `done` or `dead`.
-    pub state: String,
+    pub state: crate::server::domain::ForwardState,
     pub attempts: i64,
     pub errors: Vec<Value>,
 }
@@ -86,7 +85,7 @@ macro_rules! shared_delivery_statements {
             let rows = sqlx::query($claim_deliveries)
                 .bind(lease.until)
                 .bind(lease.token)
-                .bind(due.forward_state())
+                .bind(due.forward_state().as_str())
                 .bind(now)
                 .bind(limit)
                 .fetch_all(self)
@@ -201,7 +200,8 @@ macro_rules! shared_delivery_statements {
                 let errors = errors
                     .and_then(|e| serde_json::from_str(&e).ok())
                     .unwrap_or_default();
-                state.map(|state| $crate::server::store::deliveries::DeliveryState {
+                let state = state?.parse().ok()?;
+                Some($crate::server::store::deliveries::DeliveryState {
                     state,
                     attempts,
                     errors,

@@ -50,12 +50,17 @@ macro_rules! event_statements {
                 .bind(Self::text(id))
                 .fetch_optional(self)
                 .await?;
-                Ok(row.map(|(status, attempts, next_attempt_at, errors)| EventState {
-                    status,
-                    attempts,
-                    next_attempt_at,
-                    errors: serde_json::from_str(&errors).unwrap_or_default(),
-                }))
+                row.map(|(status, attempts, next_attempt_at, errors)| {
+                    Ok(EventState {
+                        status: status
+                            .parse()
+                            .map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
+                        attempts,
+                        next_attempt_at,
+                        errors: serde_json::from_str(&errors).unwrap_or_default(),
+                    })
+                })
+                .transpose()
             }
 
             async fn last_received_at(&mut self) -> sqlx::Result<Option<i64>> {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     model::{EventCounts, QueueStatus},
-    server::domain::{ClaimedEvent, DeadLetter},
+    server::domain::{ClaimedEvent, DeadLetter, EventStatus},
 };
 
 /// A claimed batch.
@@ -40,7 +40,7 @@ pub struct Completed {
 /// The processing state of one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventState {
-    pub status: String,
+    pub status: EventStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub errors: Vec<serde_json::Value>,
@@ -310,7 +310,10 @@ where
         last_error: l.last_error,
         received_at: l.received_at,
         dead_at: l.dead_at,
-        stage: l.stage,
+        stage: l
+            .stage
+            .parse()
+            .map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
     })
 }
 

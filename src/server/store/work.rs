@@ -14,7 +14,9 @@ use super::{
     records::{unknown_conversation_reason, Claimed, Completed, InlineApplied},
     stats, Db, Statements,
 };
-use crate::server::domain::{ClaimedEvent, Effect, Outcome, ProcessError};
+use crate::server::domain::{
+    ClaimedEvent, Effect, EventStatus, ForwardState, Outcome, ProcessError,
+};
 
 /// Which due events a claim takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,18 +29,18 @@ pub(crate) enum Due {
 
 impl Due {
     /// The status such events are in.
-    pub(crate) fn status(self) -> &'static str {
+    pub(crate) fn status(self) -> EventStatus {
         match self {
-            Due::Pending => "pending",
-            Due::ExpiredLease => "processing",
+            Due::Pending => EventStatus::Pending,
+            Due::ExpiredLease => EventStatus::Processing,
         }
     }
 
     /// The forwarding state such deliveries are in.
-    pub(crate) fn forward_state(self) -> &'static str {
+    pub(crate) fn forward_state(self) -> ForwardState {
         match self {
-            Due::Pending => "pending",
-            Due::ExpiredLease => "sending",
+            Due::Pending => ForwardState::Pending,
+            Due::ExpiredLease => ForwardState::Sending,
         }
     }
 }
@@ -166,7 +168,7 @@ macro_rules! shared_work_statements {
                 .bind(lease.token)
                 .bind(now)
                 .bind(limit)
-                .bind(due.status())
+                .bind(due.status().as_str())
                 .fetch_all(self)
                 .await?;
             rows.iter()
@@ -281,11 +283,12 @@ macro_rules! shared_work_statements {
 }
 pub(crate) use shared_work_statements;
 
-/// The events of `changed` (seq, new status) that went to the dead letters.
+/// The events of `changed` (seq, new status or forwarding state) that went to the dead
+/// letters (`dead` in both).
 pub(crate) fn dead_among(changed: &[(i64, String)]) -> Vec<i64> {
     changed
         .iter()
-        .filter(|(_, status)| status == "dead")
+        .filter(|(_, status)| *status == EventStatus::Dead.as_str())
         .map(|(seq, _)| *seq)
         .collect()
 }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{now_ms, retry::Backoff};
+use super::retry::Backoff;
+use crate::server::domain::now_ms;
 use crate::server::{rates::RateMeter, store::writer::InlineBatch, store::Db};
 
 /// Committed batches that may wait for the applier; beyond that the workers take over.

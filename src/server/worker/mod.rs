@@ -7,7 +7,6 @@
 //! twice still counts once.
 
 pub mod inline;
-pub mod interpret;
 pub mod retry;
 
 use std::{sync::Arc, time::Duration};
@@ -15,13 +14,15 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use self::{interpret::Rules, retry::Backoff};
+use self::retry::Backoff;
 use super::{
     config::WorkerConfig,
     domain::{ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
     store::{Completed, Db},
 };
+use crate::server::domain::interpret::{self, Rules};
+use crate::server::domain::now_ms;
 
 /// Turns one claimed event into its effect. Errors say whether a retry can help.
 pub trait Processor: Send + Sync + 'static {
@@ -150,15 +151,10 @@ impl WorkerSettings {
 /// one cheap statement per kind, so larger rounds pay).
 const FRESH_BATCH_FACTOR: usize = 5;
 
-/// Epoch milliseconds now.
 /// `poll` stretched or shrunk by up to half at random: workers on several replicas (or
 /// restarted together) then do not poll the shared database in lockstep.
 fn jittered(poll: Duration) -> Duration {
     poll.mul_f64(rand::random_range(0.5..1.5))
-}
-
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 /// A handle that runs batches; cheap to clone.
@@ -384,44 +380,45 @@ impl Worker {
         }
     }
 
+    /// Prunes old events and conversations every minute until `shutdown`.
     async fn prune_periodically(self, shutdown: CancellationToken) {
         const EVERY: Duration = Duration::from_secs(60);
+        let stop = shutdown.clone();
+        crate::server::periodic::every(EVERY, shutdown, || self.clone().prune(stop.clone())).await
+    }
+
+    /// Deletes done events past retention and conversations no longer needed, in small
+    /// batches that keep each write transaction short next to ingestion.
+    async fn prune(self, shutdown: CancellationToken) {
         const CHUNK: i64 = 1000;
         // Conversations stay two days so "today" is complete in any time zone.
         const CONVERSATION_KEEP_MS: i64 = 48 * 3600 * 1000;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(EVERY) => {}
-                () = shutdown.cancelled() => return,
-            }
-            let now = now_ms();
-            let cutoff = now - self.settings.retention.as_millis() as i64;
-            // Small batches keep each write transaction short next to ingestion.
-            while !shutdown.is_cancelled() {
-                match self.db.prune(cutoff, CHUNK).await {
-                    Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned old events"),
-                    Ok(_) => break,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "pruning failed");
-                        break;
-                    }
+        let now = now_ms();
+        let cutoff = now - self.settings.retention.as_millis() as i64;
+        while !shutdown.is_cancelled() {
+            match self.db.prune(cutoff, CHUNK).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "pruned old events"),
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning failed");
+                    break;
                 }
             }
-            let open_before = now.saturating_sub(
-                i64::try_from(self.settings.max_waiting.as_millis()).unwrap_or(i64::MAX),
-            );
-            while !shutdown.is_cancelled() {
-                match self
-                    .db
-                    .prune_conversations(now - CONVERSATION_KEEP_MS, open_before, CHUNK)
-                    .await
-                {
-                    Ok(n) if n == CHUNK as u64 => {}
-                    Ok(_) => break,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "pruning conversations failed");
-                        break;
-                    }
+        }
+        let open_before = now.saturating_sub(
+            i64::try_from(self.settings.max_waiting.as_millis()).unwrap_or(i64::MAX),
+        );
+        while !shutdown.is_cancelled() {
+            match self
+                .db
+                .prune_conversations(now - CONVERSATION_KEEP_MS, open_before, CHUNK)
+                .await
+            {
+                Ok(n) if n == CHUNK as u64 => {}
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning conversations failed");
+                    break;
                 }
             }
         }

@@ -319,7 +319,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::server::worker::interpret::{interpret, Rules};
+    use crate::server::domain::interpret::{interpret, Rules};
 
     /// JSON-looking text built from the pieces the parser cares about, so that generated inputs
     /// reach deep into validation rather than failing at the first byte.

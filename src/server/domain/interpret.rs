@@ -6,8 +6,10 @@
 use serde::Deserialize;
 use serde_json::{value::RawValue, Map, Value};
 
-use crate::server::domain::{ConversationUpdate, Effect, ObservationUpdate, ProcessError};
-use crate::server::ingest::envelope::{self, EnvelopeKind};
+use super::{
+    envelope::{self, EnvelopeKind},
+    ConversationUpdate, Effect, ObservationUpdate, ProcessError,
+};
 
 fn permanent(message: impl Into<String>) -> ProcessError {
     ProcessError::Permanent(message.into())

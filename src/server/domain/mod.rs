@@ -3,6 +3,21 @@
 //! means. The store, the workers, the forwarder, the pages and the CLI share these types;
 //! none of them belongs to a storage backend.
 
+pub mod envelope;
+mod filter;
+pub mod interpret;
+mod status;
+
+pub use self::{
+    filter::{parse_time, DeadLetterFilter, FilterError, FilterText, Selection},
+    status::{EventStatus, ForwardState, Stage, UnknownState},
+};
+
+/// Epoch milliseconds now: the one clock every part of gc-status reads.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
 use serde_json::{Map, Value};
 
 /// Why an event could not be processed.
@@ -88,24 +103,6 @@ pub enum DeliveryOutcome {
     Dead { error: String },
 }
 
-/// Which dead letters an admin operation applies to. Empty means all.
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct DeadLetterFilter {
-    /// Exact event type / topic.
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    /// Queue id named in the payload.
-    pub queue: Option<String>,
-    /// Text contained in any attempt's error.
-    pub error: Option<String>,
-    /// Dead-lettered at or after (epoch ms).
-    pub since: Option<i64>,
-    /// Dead-lettered before (epoch ms).
-    pub until: Option<i64>,
-    /// Which step failed: `payload` (processing) or `sink` (forwarding).
-    pub stage: Option<String>,
-}
-
 /// One dead letter as listed.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct DeadLetter {
@@ -119,8 +116,8 @@ pub struct DeadLetter {
     pub errors: serde_json::Value,
     pub received_at: i64,
     pub dead_at: i64,
-    /// Which step failed: `payload` (processing it) or `sink` (forwarding it).
-    pub stage: String,
+    /// Which step failed: processing the payload, or forwarding it to the sink.
+    pub stage: Stage,
     /// The original body (only in single-letter reads), as text when it is UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -133,11 +130,4 @@ pub struct DeadLetterPage {
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
-}
-
-/// Dead letters chosen by id or by filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    Ids(Vec<String>),
-    Filter(DeadLetterFilter),
 }
