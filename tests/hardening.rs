@@ -287,7 +287,7 @@ async fn an_event_whose_claims_never_finish_is_dead_lettered_at_the_limit() {
     for claim in 1..=3 {
         let claimed = app
             .db
-            .claim_due(t + claim * 2_000, 1_000, 10, claim, 3)
+            .claim_due(t + claim * 2_000, lease(claim), 3)
             .await
             .expect("claim");
         assert_eq!(
@@ -298,7 +298,7 @@ async fn an_event_whose_claims_never_finish_is_dead_lettered_at_the_limit() {
     }
     let next = app
         .db
-        .claim_due(t + 10_000, 1_000, 10, 99, 3)
+        .claim_due(t + 10_000, lease(99), 3)
         .await
         .expect("claim");
     assert_eq!((next.events.len(), next.abandoned), (0, 1));
@@ -333,13 +333,13 @@ async fn batch_mates_of_an_unfinished_claim_are_retried_one_at_a_time() {
         .await;
     }
     let t = now_ms();
-    let first = app.db.claim_due(t, 1_000, 10, 1, 3).await.expect("claim");
+    let first = app.db.claim_due(t, lease(1), 3).await.expect("claim");
     assert_eq!(first.events.len(), 3, "one batch");
     // The claim never finishes; once its lease expires, each suspect is claimed alone.
     for token in 2..=4 {
         let again = app
             .db
-            .claim_due(t + 2_000, 1_000, 10, token, 3)
+            .claim_due(t + 2_000, lease(token), 3)
             .await
             .expect("claim");
         assert_eq!(again.events.len(), 1, "a suspect is claimed alone");
@@ -513,4 +513,13 @@ async fn nul_escapes_in_ids_and_queues_are_stored_and_spoil_nothing_around_them(
     assert_eq!((counts.done, counts.dead), (21, 0), "{counts:?}");
     let queues = app.snapshot().await["queues"].clone();
     assert_eq!(queues.as_array().map(Vec::len), Some(2), "{queues}");
+}
+
+/// A claim of up to 10 events for 1 s under `token`.
+fn lease(token: i64) -> gc_status::server::store::ClaimRequest {
+    gc_status::server::store::ClaimRequest {
+        token,
+        lease_ms: 1_000,
+        limit: 10,
+    }
 }

@@ -225,14 +225,14 @@ async fn an_expired_lease_is_claimed_again_and_applied_once() {
     // Worker A claims with a short lease, then stalls.
     let claimed = app
         .db
-        .claim_due(t, 1_000, 10, 111, 3)
+        .claim_due(t, lease(111), 3)
         .await
         .expect("claim")
         .events;
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         app.db
-            .claim_due(t + 500, 1_000, 10, 222, 3)
+            .claim_due(t + 500, lease(222), 3)
             .await
             .expect("claim")
             .events
@@ -715,5 +715,14 @@ async fn a_replayed_letter_that_fails_again_keeps_its_earlier_attempts() {
         )
         .await;
         assert_eq!(status, 200);
+    }
+}
+
+/// A claim of up to 10 events for 1 s under `token`.
+fn lease(token: i64) -> gc_status::server::store::ClaimRequest {
+    gc_status::server::store::ClaimRequest {
+        token,
+        lease_ms: 1_000,
+        limit: 10,
     }
 }

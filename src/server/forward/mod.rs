@@ -27,7 +27,7 @@ use super::{
     config::{ForwardConfig, WorkerConfig},
     domain::{now_ms, ClaimedEvent, DeliveryOutcome},
     rates::RateMeter,
-    store::Db,
+    store::{ClaimRequest, Db},
     worker::{grace_after, new_token, retry::Backoff, WorkerSettings},
 };
 use crate::model::{ForwardPause, ForwardingStatus};
@@ -233,11 +233,12 @@ impl Forwarder {
         } else {
             self.settings.concurrency
         };
-        let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-        let claimed = self
-            .db
-            .claim_deliveries(now_ms(), lease_ms, limit as i64, token)
-            .await?;
+        let request = ClaimRequest {
+            token,
+            lease_ms: i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX),
+            limit: limit as i64,
+        };
+        let claimed = self.db.claim_deliveries(now_ms(), request).await?;
         if claimed.is_empty() {
             if breaker.probing && self.monitor.pause().is_some() {
                 // Nothing left to probe with: the pause has nothing to hold back. The next

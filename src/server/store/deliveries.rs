@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{
-    records::{DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
+    records::{ClaimRequest, DeliveriesCompleted, DeliveryCounts, QUEUE_CHUNK},
     work::{dead_among, Due, Lease},
     Db, Statements,
 };
@@ -281,25 +281,20 @@ async fn complete_deliveries(
 }
 
 impl Db {
-    /// Leases up to `limit` due deliveries until `now + lease_ms` under `token`: first those
+    /// Leases up to `request.limit` due deliveries for `request.lease_ms` under its token: first those
     /// whose lease expired (a send that never finished: the process stopped), then pending
     /// ones in due order. Each claim counts as an attempt.
     pub async fn claim_deliveries(
         &self,
         now: i64,
-        lease_ms: i64,
-        limit: i64,
-        token: i64,
+        request: ClaimRequest,
     ) -> sqlx::Result<Vec<ClaimedEvent>> {
         // An idle forwarder looks often: look without the write lock first, so ingestion
         // never waits behind a claim that finds nothing.
         if !read_conn!(self, |conn| conn.any_delivery_due(now).await)? {
             return Ok(Vec::new());
         }
-        let lease = Lease {
-            until: now.saturating_add(lease_ms),
-            token,
-        };
+        let (lease, limit) = (Lease::of(now, request), request.limit);
         write_tx!(self, |tx| claim_deliveries(tx, now, lease, limit).await)
     }
 

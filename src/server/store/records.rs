@@ -225,8 +225,22 @@ pub enum PageBy<'a> {
     },
 }
 
-/// A stored event as a rebuild reads it: (seq, type, payload, received at).
-pub type StoredEvent = (i64, String, Vec<u8>, i64);
+/// A stored event as a rebuild reads it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub received_at: i64,
+}
+
+/// What a worker asks to lease: up to `limit` rows for `lease_ms` under its `token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub token: i64,
+    pub lease_ms: i64,
+    pub limit: i64,
+}
 
 /// Sparkline series per queue from samples `(queue, minute, waiting)` of the
 /// [`SPARKLINE_MINUTES`] minutes from `first`, oldest first; `None` where no sample was taken.

@@ -383,15 +383,13 @@ impl Db {
             let events = read_conn!(self, |conn| {
                 conn.done_events_after(after, REBUILD_CHUNK).await
             })?;
-            let Some((last, ..)) = events.last() else {
+            let Some(last) = events.last() else {
                 break;
             };
-            after = *last;
+            after = last.seq;
             let effects: Vec<Effect> = events
                 .iter()
-                .filter_map(|(_, event_type, payload, received_at)| {
-                    interpret(event_type, payload, *received_at)
-                })
+                .filter_map(|e| interpret(&e.event_type, &e.payload, e.received_at))
                 .collect();
             applied += effects.len() as u64;
             write_tx!(self, |tx| apply_effects(tx, &effects).await)?;

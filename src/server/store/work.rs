@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use super::{
     dead_letters::file_dead_letters,
-    records::{unknown_conversation_reason, Claimed, Completed, InlineApplied},
+    records::{unknown_conversation_reason, ClaimRequest, Claimed, Completed, InlineApplied},
     stats, Db, Statements,
 };
 use crate::server::domain::{
@@ -50,6 +50,16 @@ impl Due {
 pub(crate) struct Lease {
     pub until: i64,
     pub token: i64,
+}
+
+impl Lease {
+    /// The lease `request` asks for, from `now`.
+    pub(crate) fn of(now: i64, request: ClaimRequest) -> Lease {
+        Lease {
+            until: now.saturating_add(request.lease_ms),
+            token: request.token,
+        }
+    }
 }
 
 /// A claimed event that failed: retried at `retry_at`, or dead when `None`.
@@ -466,8 +476,8 @@ async fn prune(tx: &mut impl Statements, cutoff: i64, limit: i64) -> sqlx::Resul
 }
 
 impl Db {
-    /// Claims up to `limit` due events (pending and due, or with an expired lease) in one
-    /// transaction, leasing them until `now + lease_ms` under `token`; on PostgreSQL rows
+    /// Claims up to `request.limit` due events (pending and due, or with an expired lease) in
+    /// one transaction, leased for `request.lease_ms` under `request.token`; on PostgreSQL rows
     /// another replica is claiming are skipped, never waited for.
     ///
     /// The attempt limit holds here too: an event whose lease expired after its
@@ -478,15 +488,10 @@ impl Db {
     pub async fn claim_due(
         &self,
         now: i64,
-        lease_ms: i64,
-        limit: i64,
-        token: i64,
+        request: ClaimRequest,
         max_attempts: i64,
     ) -> sqlx::Result<Claimed> {
-        let lease = Lease {
-            until: now.saturating_add(lease_ms),
-            token,
-        };
+        let (lease, limit) = (Lease::of(now, request), request.limit);
         write_tx!(self, |tx| claim_due(tx, now, lease, limit, max_attempts)
             .await)
     }

@@ -19,7 +19,7 @@ use super::{
     config::WorkerConfig,
     domain::{ClaimedEvent, Effect, Outcome, ProcessError},
     rates::RateMeter,
-    store::{Completed, Db},
+    store::{ClaimRequest, Completed, Db},
 };
 use crate::server::domain::interpret::{self, Rules};
 use crate::server::domain::now_ms;
@@ -247,17 +247,13 @@ impl Worker {
                 return Ok(fresh.len());
             }
         }
-        let lease_ms = self.settings.lease.as_millis() as i64;
-        let claimed = self
-            .db
-            .claim_due(
-                now,
-                lease_ms,
-                self.settings.batch as i64,
-                token,
-                i64::from(self.settings.max_attempts),
-            )
-            .await?;
+        let request = ClaimRequest {
+            token,
+            lease_ms: self.settings.lease.as_millis() as i64,
+            limit: self.settings.batch as i64,
+        };
+        let max_attempts = i64::from(self.settings.max_attempts);
+        let claimed = self.db.claim_due(now, request, max_attempts).await?;
         if claimed.abandoned > 0 {
             metrics::counter!("gc_status_events_dead_lettered_total").increment(claimed.abandoned);
             metrics::counter!("gc_status_events_abandoned_total").increment(claimed.abandoned);
