@@ -58,7 +58,7 @@ pub struct Application {
     extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)>,
     read_timeout: Duration,
     forwarder: Option<Forwarder>,
-    wal_keeper: Option<store::WalKeeper>,
+    maintenance: Vec<store::Maintenance>,
 }
 
 impl Application {
@@ -99,7 +99,7 @@ impl Application {
         let ingested = Arc::new(RateMeter::default());
         let processed = Arc::new(RateMeter::default());
         let health = Health::default();
-        let wal_keeper = db.wal_keeper(health.clone()).await?;
+        let maintenance = db.maintenance_tasks(health.clone()).await?;
         let processor = processor(&config);
         // Processing as events arrive spares the workers (and the write lock) a claim and a
         // completion per event; it needs workers on (they handle retries and crashes).
@@ -213,7 +213,7 @@ impl Application {
             extra_tasks,
             read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
             forwarder,
-            wal_keeper,
+            maintenance,
         })
     }
 
@@ -278,7 +278,7 @@ impl Application {
             extra_tasks,
             read_timeout,
             forwarder,
-            wal_keeper,
+            maintenance,
         } = self;
         let mut tasks = Supervised::default();
         // Other replicas' commits wake this one's workers too (PostgreSQL).
@@ -290,8 +290,8 @@ impl Application {
         if !workers.is_empty() {
             tasks.adopt("worker", workers);
         }
-        if let Some(keeper) = wal_keeper {
-            tasks.spawn("WAL keeper", keeper.run(stop.clone()));
+        for task in maintenance {
+            tasks.spawn(task.name, (task.run)(stop.clone()));
         }
         tasks.spawn("status feed", feed.run(status.clone(), stop.clone()));
         tasks.spawn("queue sampler", status.sample_periodically(stop.clone()));

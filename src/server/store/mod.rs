@@ -97,7 +97,7 @@ pub use self::{
     deliveries::DeliveryState,
     postgres::{create_test_database, PgDb},
     records::*,
-    sqlite::{SqliteDb, WalKeeper, WalLimit, WriteGate},
+    sqlite::{SqliteDb, WalLimit, WriteGate},
 };
 
 /// What the statements written once need to know of a backend.
@@ -170,6 +170,18 @@ pub(crate) trait Statements:
 impl<T> Statements for T where
     T: Dialect + EventSql + WorkSql + DeadLetterSql + DeliverySql + StatsSql + PortalSql + Send
 {
+}
+
+/// One of the backend's periodic tasks (see [`Db::maintenance_tasks`]): started with the
+/// token that stops it.
+pub struct Maintenance {
+    pub name: &'static str,
+    pub run: Box<
+        dyn FnOnce(
+                tokio_util::sync::CancellationToken,
+            ) -> futures_util::future::BoxFuture<'static, ()>
+            + Send,
+    >,
 }
 
 /// The database gc-status stores events in. Cheap to clone.
@@ -420,15 +432,22 @@ impl Db {
         }
     }
 
-    /// SQLite: the task that keeps the WAL under its bound, reporting to `health`.
-    /// PostgreSQL manages its own WAL (and autovacuum its tables): `None`.
-    pub async fn wal_keeper(
+    /// The backend's own periodic upkeep, to run (supervised) until shutdown, reporting to
+    /// `health`. SQLite: the WAL keeper, which keeps the WAL under its bound. PostgreSQL
+    /// manages its own WAL (and autovacuum its tables): none.
+    pub async fn maintenance_tasks(
         &self,
         health: crate::server::health::Health,
-    ) -> anyhow::Result<Option<WalKeeper>> {
+    ) -> anyhow::Result<Vec<Maintenance>> {
         match self {
-            Db::Sqlite(db) => Ok(Some(db.wal_keeper(health).await?)),
-            Db::Postgres(_) => Ok(None),
+            Db::Sqlite(db) => {
+                let keeper = db.wal_keeper(health).await?;
+                Ok(vec![Maintenance {
+                    name: "WAL keeper",
+                    run: Box::new(move |stop| Box::pin(keeper.run(stop))),
+                }])
+            }
+            Db::Postgres(_) => Ok(Vec::new()),
         }
     }
 }

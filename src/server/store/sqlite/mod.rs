@@ -17,7 +17,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     ConnectOptions as _, Sqlite, SqliteConnection, SqlitePool,
 };
-pub use wal::{WalKeeper, WalLimit};
+pub use wal::WalLimit;
 
 /// Migrations embedded in the binary; applied on start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -30,7 +30,7 @@ pub struct SqliteDb {
     write_gate: WriteGate,
     /// Whether events marked done are also queued for the sink (see `deliveries`).
     forwarding: bool,
-    /// The WAL's bound (see [`WalKeeper`]).
+    /// The WAL's bound (see [`wal::WalKeeper`]).
     wal_limit: WalLimit,
 }
 
