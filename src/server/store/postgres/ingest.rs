@@ -45,6 +45,24 @@ impl PgWriter {
         } else {
             events
         };
+        // Two replicas given the same deliveries in other orders (Genesys retries to any
+        // replica) insert the same keys in opposite orders, and PostgreSQL breaks the deadlock
+        // by aborting one batch. Nothing of it was stored, so it is run again at once instead
+        // of answering its webhooks 503.
+        let mut attempt = 1;
+        loop {
+            match self.try_commit(events).await {
+                Err(err) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&err) => {
+                    tracing::debug!(attempt, "a batch met another replica's; committing again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// [`PgWriter::commit_batch`]'s one attempt.
+    async fn try_commit(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         let mut tx = self.pool.begin().await?;
         let receipts = insert_batch(&mut *tx, events).await?;
         let due = self
@@ -66,6 +84,14 @@ impl PgWriter {
         self.pool.close().await;
         Ok(())
     }
+}
+
+/// How many times a batch aborted by a deadlock is tried in all.
+const DEADLOCK_ATTEMPTS: u32 = 3;
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock (SQLSTATE 40P01).
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.code().as_deref() == Some("40P01"))
 }
 
 /// `event` with NUL in its id and type replaced (see [`pg_text`]).
