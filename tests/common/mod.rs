@@ -234,6 +234,17 @@ pub struct RunningBinary {
     pub log: PathBuf,
 }
 
+impl Drop for RunningBinary {
+    /// A test that fails before stopping its server does not leave the process running: it is
+    /// killed and reaped here (a server the test already stopped is left alone).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts the real `gc-status` binary on a free port and waits until `/readyz` answers.
 pub async fn start_binary(dir: &Path, env: &[(&str, &str)]) -> RunningBinary {
     let port = free_port();
