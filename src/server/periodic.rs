@@ -23,41 +23,42 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    };
+    use std::time::Instant;
+
+    use tokio::sync::mpsc;
 
     use super::*;
 
     #[tokio::test]
     async fn rounds_come_once_a_period_and_stop_with_the_token() {
-        let rounds = Arc::new(AtomicU32::new(0));
+        const PERIOD: Duration = Duration::from_millis(40);
+        let (tx, mut rounds) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(every(Duration::from_millis(40), stop.clone(), {
-            let rounds = rounds.clone();
-            move || {
-                let rounds = rounds.clone();
-                async move {
-                    rounds.fetch_add(1, Ordering::Relaxed);
-                }
+        let started = Instant::now();
+        let task = tokio::spawn(every(PERIOD, stop.clone(), move || {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Instant::now());
             }
         }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            rounds.load(Ordering::Relaxed),
-            0,
-            "the first round waits a period"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let seen = rounds.load(Ordering::Relaxed);
-        assert!(
-            (2..=6).contains(&seen),
-            "{seen} rounds in 220 ms at one per 40 ms"
-        );
+        let mut last = started;
+        for round in 0..3 {
+            let at = tokio::time::timeout(Duration::from_secs(5), rounds.recv())
+                .await
+                .expect("a round within 5 s")
+                .expect("the loop runs");
+            assert!(
+                at - last >= PERIOD,
+                "round {round} came a period after the one before"
+            );
+            last = at;
+        }
+        let cancelled = Instant::now();
         stop.cancel();
         task.await.expect("the loop ends");
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        assert_eq!(rounds.load(Ordering::Relaxed), seen, "no round after stop");
+        // The loop is gone (so is its sender): any round left in the channel began before stop.
+        while let Some(at) = rounds.recv().await {
+            assert!(at < cancelled, "no round after stop");
+        }
     }
 }
