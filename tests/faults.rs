@@ -244,11 +244,12 @@ fn read_all(stream: &mut TcpStream) -> String {
 async fn slow_heads_and_bodies_are_cut_off_while_normal_webhooks_go_through() {
     let app = spawn_app_with(|c| c.request_read_timeout_secs = 1).await;
     let addr = app.addr;
-    // A body that trickles: headers, then half the declared body, then nothing.
+    // A body that trickles: headers (with a signature, so the body is needed), then half the
+    // declared body, then nothing.
     let trickler = tokio::task::spawn_blocking(move || {
         let mut s = raw(
             addr,
-            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"event\":",
+            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-gc-signature: 00\r\ncontent-length: 100\r\n\r\n{\"event\":",
         );
         let started = Instant::now();
         let answer = read_all(&mut s);
@@ -288,7 +289,7 @@ async fn shutdown_is_not_held_up_by_a_client_that_never_finishes() {
     let app = spawn_app_with(|c| c.request_read_timeout_secs = 3600).await;
     let mut held = raw(
         app.addr,
-        "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-gc-signature: 00\r\ncontent-length: 100\r\n\r\n{",
     );
     let _held = tokio::task::spawn_blocking(move || read_all(&mut held));
     // Connections are accepted in order: once a later one is answered, the held one is in.
@@ -308,8 +309,23 @@ async fn shutdown_is_not_held_up_by_a_client_that_never_finishes() {
     );
 }
 
+/// POSTs raw `body` bytes signed with [`SECRET`] (which need not be UTF-8).
+async fn post_signed_bytes(app: &common::TestApp, body: &[u8]) -> reqwest::Response {
+    app.client
+        .post(app.url(WEBHOOK_PATH))
+        .header("content-type", "application/json")
+        .header(
+            "x-gc-signature",
+            gc_status::server::ingest::auth::sign_hex(SECRET, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("answered")
+}
+
 #[tokio::test]
-async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
+async fn bad_input_gets_a_4xx_or_a_dead_letter_and_the_server_keeps_answering() {
     let app = spawn_app().await;
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let deep_object = format!(
@@ -332,13 +348,6 @@ async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
             "truncated",
             br#"{"event":"e","timestamp":"2026-11-29T10:00:00Z","data":{"#.to_vec(),
         ),
-        ("not an object", b"[1,2,3]".to_vec()),
-        ("a string", b"\"hello\"".to_vec()),
-        ("null", b"null".to_vec()),
-        (
-            "wrong types",
-            br#"{"event":1,"timestamp":true,"data":"x"}"#.to_vec(),
-        ),
         ("deep array", deep.into_bytes()),
         ("deep object", deep_object.into_bytes()),
         (
@@ -348,6 +357,17 @@ async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
         (
             "NUL bytes",
             b"{\"event\":\"e\0\",\"timestamp\"\0:\"x\",\"data\":{}}".to_vec(),
+        ),
+    ];
+    // JSON, but in no shape gc-status reads: kept and dead-lettered at once with the reason
+    // (EventBridge never redelivers a 4xx, so a 400 would lose them for good).
+    let unrecognised: Vec<(&str, Vec<u8>)> = vec![
+        ("not an object", b"[1,2,3]".to_vec()),
+        ("a string", b"\"hello\"".to_vec()),
+        ("null", b"null".to_vec()),
+        (
+            "wrong types",
+            br#"{"event":1,"timestamp":true,"data":"x"}"#.to_vec(),
         ),
         ("enormous number id", huge_number.into_bytes()),
         ("enormous string id", long_id.into_bytes()),
@@ -360,17 +380,14 @@ async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
             br#"{"event":"e","timestamp":"2026-13-45T99:00:00Z","data":{}}"#.to_vec(),
         ),
     ];
+    for (name, body) in &unrecognised {
+        let response = post_signed_bytes(&app, body).await;
+        assert_eq!(response.status(), 202, "{name}");
+        let answer: Value = response.json().await.expect("JSON");
+        assert!(answer["dead_lettered"].is_string(), "{name}: {answer}");
+    }
     for (name, body) in &cases {
-        let signature = gc_status::server::ingest::auth::sign_hex(SECRET, body);
-        let response = app
-            .client
-            .post(app.url(WEBHOOK_PATH))
-            .header("content-type", "application/json")
-            .header("x-gc-signature", signature)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("answered");
+        let response = post_signed_bytes(&app, body).await;
         let status = response.status().as_u16();
         assert!((400..500).contains(&status), "{name}: {status}");
         let answer: Value = response.json().await.unwrap_or(Value::Null);
@@ -430,10 +447,17 @@ async fn bad_input_gets_a_4xx_stores_nothing_and_the_server_keeps_answering() {
         .send()
         .await;
     assert!(response.map_or(true, |r| r.status().is_client_error()));
+    let ids = app.db.event_ids().await.expect("ids");
     assert_eq!(
-        app.db.event_ids().await.expect("ids"),
-        ["sig-1"],
-        "only the valid one"
+        ids.len(),
+        1 + unrecognised.len(),
+        "the valid one and the dead-lettered ones: {ids:?}"
+    );
+    assert!(ids.iter().any(|id| id == "sig-1"));
+    assert_eq!(
+        app.db.event_counts().await.expect("counts").dead as usize,
+        unrecognised.len(),
+        "each unrecognised body is a dead letter"
     );
     let health = app
         .client

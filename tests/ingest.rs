@@ -182,10 +182,20 @@ async fn basic_credentials_are_checked_with_rotation() {
 }
 
 #[tokio::test]
-async fn invalid_payloads_get_400_naming_the_problem() {
+async fn bodies_that_are_not_json_get_400_and_json_of_another_shape_is_dead_lettered_naming_the_problem(
+) {
     let app = spawn_app().await;
+    let response = app.post_signed(r#"{"event": "x", "#).await;
+    assert_eq!(response.status(), 400);
+    let error = json(response).await;
+    assert_eq!(error["error"], "invalid_payload");
+    assert!(error["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("malformed JSON"));
+    assert_eq!(app.stored_count().await, 0);
+
     let cases = [
-        (r#"{"event": "x", "#, "malformed JSON"),
         (r#"[{"event":"x"}]"#, "must be a JSON object"),
         (
             r#"{"event":"conversation:updated","timestamp":"2026-11-29T10:00:00Z"}"#,
@@ -199,16 +209,27 @@ async fn invalid_payloads_get_400_naming_the_problem() {
     ];
     for (body, expected) in cases {
         let response = app.post_signed(body).await;
-        assert_eq!(response.status(), 400, "{body}");
-        let error = json(response).await;
-        assert_eq!(error["error"], "invalid_payload");
-        let detail = error["detail"].as_str().expect("detail");
+        assert_eq!(response.status(), 202, "{body}");
+        let answer = json(response).await;
+        let reason = answer["dead_lettered"].as_str().expect("a reason");
         assert!(
-            detail.contains(expected),
-            "{detail:?} should mention {expected:?}"
+            reason.contains(expected),
+            "{reason:?} should mention {expected:?}"
+        );
+        let letter = app
+            .admin_get(&format!(
+                "/api/v2/admin/dead-letters/{}",
+                answer["id"].as_str().expect("id")
+            ))
+            .await;
+        assert!(
+            letter["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(expected)),
+            "{letter}"
         );
     }
-    assert_eq!(app.stored_count().await, 0);
+    assert_eq!(app.stored_count().await, cases.len());
 }
 
 #[tokio::test]
@@ -229,7 +250,9 @@ async fn oversize_body_gets_413() {
         .expect("connect");
     let request = format!(
         "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+         X-GC-Signature: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        sign_hex(SECRET, body.as_bytes()),
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");

@@ -13,7 +13,7 @@ const PAGE_SIZE: i64 = 100;
 /// Audit entries older than entry `before` (the newest without it).
 #[server(endpoint = "audit", input = server_fn::codec::Json)]
 pub async fn get_audit(before: Option<i64>) -> Result<Vec<AuditEntry>, ServerFnError> {
-    use crate::server::{access::require_admin, store::Db};
+    use crate::server::{portal::context::require_admin, store::Db};
     require_admin().await?;
     expect_context::<Db>()
         .list_audit(before, PAGE_SIZE)

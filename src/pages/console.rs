@@ -51,7 +51,7 @@ pub async fn list_dead_letters(
     filter: ConsoleFilter,
     before: Option<String>,
 ) -> Result<DeadLetterList, ServerFnError> {
-    use crate::server::{access::require_admin, domain::now_ms, store::Db};
+    use crate::server::{domain::now_ms, portal::context::require_admin, store::Db};
     require_admin().await?;
     let filter = server::store_filter(&filter)?;
     let cursor = before.as_deref().and_then(|c| {
@@ -78,10 +78,10 @@ pub async fn list_dead_letters(
 #[server(endpoint = "dead-letters/act", input = server_fn::codec::Json)]
 pub async fn act_on_dead_letters(act: Act, target: Target) -> Result<ActResult, ServerFnError> {
     use crate::server::{
-        access::{actor, require_admin},
         admin::AdminAccess,
         dead_letters,
         domain::Selection,
+        portal::context::{actor, require_admin},
         store::Db,
     };
     require_admin().await?;

@@ -14,7 +14,7 @@ use crate::model::DeadLetterDetail;
 /// The dead letter `id` with its attempts and payload; `None` if there is no such letter.
 #[server(endpoint = "dead-letter", input = server_fn::codec::Json)]
 pub async fn get_dead_letter(id: String) -> Result<Option<DeadLetterDetail>, ServerFnError> {
-    use crate::server::{access::require_admin, store::Db};
+    use crate::server::{portal::context::require_admin, store::Db};
     require_admin().await?;
     let letter = expect_context::<Db>()
         .get_dead_letter(&id)

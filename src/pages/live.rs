@@ -21,7 +21,7 @@ pub async fn get_status() -> Result<StatusSnapshot, ServerFnError> {
 /// server checks every action again).
 #[server(endpoint = "whoami", input = server_fn::codec::Json)]
 pub async fn get_role() -> Result<Option<Role>, ServerFnError> {
-    Ok(crate::server::access::visitor_role().await)
+    Ok(crate::server::portal::context::visitor_role().await)
 }
 
 /// How the page is connected to the live stream.

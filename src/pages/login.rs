@@ -8,22 +8,23 @@ use leptos_router::hooks::use_query_map;
 const FAILED_SIGN_IN_DELAY: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// Checks the admin secret (constant time) and starts an admin session under a new id, then
-/// sends the browser to `next` (a local path only).
+/// sends the browser to `next` (a local path only). An empty secret is a wrong one.
 #[server(endpoint = "login")]
 pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
     use crate::{
         model::Role,
         server::{
-            access,
             admin::{AdminAccess, AdminDenied},
             audit::record as audit,
+            portal::{context, signin, Portal},
             store::Db,
         },
     };
     let admin = expect_context::<AdminAccess>();
+    let portal = expect_context::<std::sync::Arc<Portal>>();
     let db = expect_context::<Db>();
-    let client = access::client_ip().await;
-    let actor = access::actor("sign-in").await;
+    let client = context::client_ip().await;
+    let actor = context::actor("sign-in").await;
     let session = leptos_axum::extract::<tower_sessions::Session>()
         .await
         .map_err(|_| ServerFnError::new("sessions are unavailable; try again"))?;
@@ -35,13 +36,13 @@ pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
     };
     match admin.check_from(client, &secret) {
         Ok(()) => {
-            if let Err(err) = access::sign_in(&session, Role::Admin).await {
+            if let Err(err) = signin::sign_in(&session, &portal, Role::Admin).await {
                 tracing::error!("cannot start an admin session: {err:#}");
                 return Err(ServerFnError::new("cannot start a session; try again"));
             }
             tracing::info!(?client, "admin signed in");
             audit(&db, &actor, "sign_in", None, serde_json::json!({})).await;
-            leptos_axum::redirect(&access::safe_next(&next));
+            leptos_axum::redirect(&signin::safe_next(&next));
             Ok(())
         }
         Err(AdminDenied::Disabled) => refuse(
@@ -52,33 +53,45 @@ pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             format!("Too many wrong secrets from this address; try again in {retry_after_secs} s."),
         ),
-        Err(AdminDenied::Wrong | AdminDenied::Missing) => {
+        Err(AdminDenied::Wrong { audit: due }) => {
+            // Failures are audited once a minute per address, with their count, so a flood
+            // cannot fill the audit table.
+            if let Some(failures) = due {
+                audit(
+                    &db,
+                    &actor,
+                    "sign_in_failed",
+                    Some(failures.into()),
+                    serde_json::json!({}),
+                )
+                .await;
+            }
             // Slows down guessing; the lock-out in `check_from` stops it.
             tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
-            audit(&db, &actor, "sign_in_failed", None, serde_json::json!({})).await;
             refuse(
                 axum::http::StatusCode::UNAUTHORIZED,
                 "That admin secret is not right.".into(),
             )
         }
+        Err(AdminDenied::Missing) => refuse(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "That admin secret is not right.".into(),
+        ),
     }
 }
 
 /// Ends the session and returns to the wallboard.
 #[server(endpoint = "logout")]
 pub async fn logout() -> Result<(), ServerFnError> {
-    use crate::server::access;
+    use crate::server::portal::{context, signin, Portal};
     let session = leptos_axum::extract::<tower_sessions::Session>()
         .await
         .map_err(|_| ServerFnError::new("sessions are unavailable; try again"))?;
-    if let Some(signed) = access::signed_in(
-        &session,
-        &expect_context::<std::sync::Arc<access::Portal>>(),
-    )
-    .await
+    if let Some(signed) =
+        signin::signed_in(&session, &expect_context::<std::sync::Arc<Portal>>()).await
     {
         if signed.role == crate::model::Role::Admin {
-            let actor = access::actor("admin session").await;
+            let actor = context::actor("admin session").await;
             crate::server::audit::record(
                 &expect_context::<crate::server::store::Db>(),
                 &actor,
@@ -89,7 +102,7 @@ pub async fn logout() -> Result<(), ServerFnError> {
             .await;
         }
     }
-    access::sign_out(&session)
+    signin::sign_out(&session)
         .await
         .map_err(|_| ServerFnError::new("cannot end the session; try again"))?;
     leptos_axum::redirect("/");

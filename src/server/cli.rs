@@ -7,7 +7,7 @@ use std::io::{BufRead as _, Write as _};
 use anyhow::{bail, Context as _};
 
 use super::{
-    config::{Command, Config, DlqAction, DlqFilterArgs},
+    config::{Command, Config, DlqAction, DlqFilterArgs, SessionsAction},
     dead_letters,
     domain::{now_ms, parse_time, DeadLetterFilter, FilterText, Selection},
     store::{self, Db},
@@ -27,6 +27,7 @@ pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(&db, action).await,
+        Command::Sessions { action } => sessions(&db, action).await,
         Command::Forward { since, until } => forward(&db, since, until.as_deref()).await,
         Command::CopyToPostgres { to } => copy_to_postgres(config, &db, to).await,
     };
@@ -54,6 +55,58 @@ fn selection(ids: &[String], all: bool, args: &DlqFilterArgs) -> anyhow::Result<
         (true, true) => Ok(Selection::Filter(filter(args)?)),
         (false, true) => bail!("give either ids or --all with filters, not both"),
         (true, false) => bail!("give the ids to act on, or --all (with optional filters)"),
+    }
+}
+
+/// The role a stored session is signed in as (`None`: not signed in, or unreadable).
+fn session_role(data: &str) -> Option<String> {
+    let data: serde_json::Value = serde_json::from_str(data).ok()?;
+    data.get(crate::server::portal::signin::SESSION_KEY)?
+        .get("role")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn sessions(db: &Db, action: &SessionsAction) -> anyhow::Result<()> {
+    let all = db.list_sessions(now_ms()).await?;
+    match action {
+        SessionsAction::List => {
+            let mut by_role = std::collections::BTreeMap::<String, usize>::new();
+            for (_, data) in &all {
+                let role = session_role(data).unwrap_or_else(|| "not signed in".to_owned());
+                *by_role.entry(role).or_default() += 1;
+            }
+            if by_role.is_empty() {
+                println!("no sessions");
+            }
+            for (role, n) in by_role {
+                println!("{role}: {n}");
+            }
+            Ok(())
+        }
+        SessionsAction::Revoke { all: every, role } => {
+            if !every && role.is_none() {
+                bail!("give --all, or --role admin|viewer");
+            }
+            let mut ended = 0u64;
+            for (id, data) in &all {
+                if *every || session_role(data).as_deref() == role.as_deref() {
+                    db.delete_session(id).await?;
+                    ended += 1;
+                }
+            }
+            let scope = role.as_deref().unwrap_or("all");
+            crate::server::audit::record(
+                db,
+                CLI_ACTOR,
+                "sessions_revoked",
+                Some(ended),
+                serde_json::json!({ "role": scope }),
+            )
+            .await;
+            println!("ended {ended} sessions ({scope})");
+            Ok(())
+        }
     }
 }
 

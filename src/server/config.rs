@@ -150,6 +150,43 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_MAX_READS_IN_FLIGHT", default_value_t = 512)]
     pub max_reads_in_flight: usize,
 
+    /// Longest any request but the status stream may take in all, body and answer included
+    /// (seconds); slower ones get 408.
+    #[arg(long, env = "GC_STATUS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Open connections at most; past it new ones are closed at once (and counted in
+    /// `/metrics`). Keep it under the process's open-file limit (`LimitNOFILE`, 65536 in the
+    /// shipped unit) so the database and logs always have descriptors left.
+    #[arg(long, env = "GC_STATUS_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Open connections from one address at most (trusted proxies are exempt).
+    #[arg(
+        long,
+        env = "GC_STATUS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Status streams (`/api/v2/stream`) open at once from one client address.
+    #[arg(long, env = "GC_STATUS_MAX_STREAMS_PER_ADDRESS", default_value_t = 32)]
+    pub max_streams_per_address: usize,
+
+    /// A status stream ends after this long (seconds) and the page reconnects by itself, so a
+    /// stream never outlives what its session allowed.
+    #[arg(long, env = "GC_STATUS_STREAM_MAX_SECS", default_value_t = 3600)]
+    pub stream_max_secs: u64,
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed, comma-separated addresses or
+    /// ranges (e.g. 10.0.0.5,10.1.0.0/16). Unset: none; the client is the TCP peer.
+    #[arg(long, env = "GC_STATUS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Audit-trail rows are kept this long (days).
+    #[arg(long, env = "GC_STATUS_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    pub audit_retention_days: u64,
+
     /// How long one status snapshot serves every reader (page, queues API, metrics, streams)
     /// before the next database read (milliseconds).
     #[arg(long, env = "GC_STATUS_STATUS_CACHE_MS", default_value_t = 500)]
@@ -368,6 +405,11 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// List or end portal sign-in sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Recompute all queue statistics from the stored events.
     RebuildStats,
     /// Queue events processed before a sink was configured, so the sink receives them too
@@ -387,6 +429,23 @@ pub enum Command {
         /// its tables are created if missing, and it must hold no events yet.
         #[arg(long, env = "GC_STATUS_COPY_TO")]
         to: String,
+    },
+}
+
+/// `gc-status sessions …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionsAction {
+    /// How many sessions are signed in, by role.
+    List,
+    /// End sessions at once: their next request needs a new sign-in and their status streams
+    /// close within half a minute.
+    Revoke {
+        /// End every session.
+        #[arg(long, conflicts_with = "role")]
+        all: bool,
+        /// End only the sessions of this role.
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: Option<String>,
     },
 }
 

@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::{
     domain::envelope::InvalidPayload,
-    ingest::auth::AuthError,
     store::{retry_reason, writer::StoreError},
 };
 
@@ -34,7 +33,8 @@ pub enum ApiError {
     /// 401: credentials missing or wrong. The reason is logged, not sent.
     #[error("missing or invalid credentials")]
     Unauthorized {
-        reason: AuthError,
+        /// Why (from sender authentication); logged, never sent.
+        reason: Box<dyn std::error::Error + Send + Sync>,
         offer_basic: bool,
     },
     /// 400: the payload is not one of the accepted envelopes.

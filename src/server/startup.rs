@@ -3,30 +3,28 @@
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::{middleware, Router};
+use axum::Router;
 use futures_util::future::BoxFuture;
 use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::{
     net::TcpListener,
     sync::Notify,
     task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
-use tower_http::{compression::CompressionLayer, CompressionLevel};
 
 use super::{
-    access::{self, Portal},
     admin, api,
+    client::TrustedProxies,
     config::Config,
     forward::{self, Forwarder},
+    guard::SignInGuard,
     health::Health,
-    http, ingest,
-    ingest::auth::SenderAuth,
+    http::{self, serve, state::AppState, ServeSettings},
+    ingest::{auth::SenderAuth, Webhooks},
+    limits::Limits,
+    portal::{sessions, Portal},
     rates::RateMeter,
-    serve::{self, serve, Limits},
-    sessions,
-    state::AppState,
     status::{self, StatusFeed, StatusSource},
     store::{
         self,
@@ -35,10 +33,6 @@ use super::{
     },
     worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
-use crate::app::{shell, App};
-
-/// Compression level (gzip 1–9, brotli 0–11) of pages and assets.
-const ASSET_COMPRESSION: i32 = 6;
 
 /// How long shutdown waits for the writer to commit what it already received.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,7 +50,8 @@ pub struct Application {
     shutdown: CancellationToken,
     health: Health,
     extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)>,
-    read_timeout: Duration,
+    serve_settings: ServeSettings,
+    audit_retention: Duration,
     forwarder: Option<Forwarder>,
     maintenance: Vec<store::Maintenance>,
 }
@@ -146,13 +141,16 @@ impl Application {
             board: portal.board.clone(),
             forwarding: forwarder.as_ref().map(Forwarder::monitor),
         });
+        let guard = SignInGuard::default();
         let admin = admin::AdminAccess::new(
             config
                 .admin_token
                 .as_ref()
                 .map(secrecy::ExposeSecret::expose_secret),
             wake_workers.clone(),
+            guard.clone(),
         );
+        let proxies = Arc::new(TrustedProxies::parse(&config.trusted_proxies)?);
         if !admin.enabled() {
             tracing::info!("GC_STATUS_ADMIN_TOKEN is not set: admin operations are disabled");
         }
@@ -168,23 +166,30 @@ impl Application {
             .leptos_options;
         leptos_options.site_addr = listener.local_addr()?;
 
+        let limits = Limits::from_config(&config);
         let state = AppState {
             leptos_options,
             db: db.clone(),
-            writer,
-            auth: Arc::new(auth),
-            max_body_bytes: config.max_body_bytes,
+            webhooks: Arc::new(Webhooks {
+                auth,
+                writer,
+                max_body_bytes: config.max_body_bytes,
+                body_timeout: limits.body_timeout,
+                inline,
+                db: db.clone(),
+            }),
             admin,
+            guard,
             status: status.clone(),
             feed: feed.clone(),
             metrics: api::metrics_handle(),
             shutdown: shutdown.clone(),
             health: health.clone(),
-            limits: Limits::from_config(&config),
-            inline,
+            limits,
             portal,
+            proxies: proxies.clone(),
         };
-        let router = router(state);
+        let router = http::router(state);
         let mut extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
         if let Some(rx) = inline_rx {
             extra_tasks.push((
@@ -211,7 +216,8 @@ impl Application {
             shutdown,
             health,
             extra_tasks,
-            read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
+            serve_settings: ServeSettings::from_config(&config, proxies),
+            audit_retention: Duration::from_secs(config.audit_retention_days.max(1) * 86_400),
             forwarder,
             maintenance,
         })
@@ -276,9 +282,10 @@ impl Application {
             shutdown: stop,
             health,
             extra_tasks,
-            read_timeout,
+            serve_settings,
             forwarder,
             maintenance,
+            audit_retention,
         } = self;
         let mut tasks = Supervised::default();
         // Other replicas' commits wake this one's workers too (PostgreSQL).
@@ -297,7 +304,7 @@ impl Application {
         tasks.spawn("queue sampler", status.sample_periodically(stop.clone()));
         tasks.spawn(
             "session pruning",
-            sessions::prune_periodically(db.clone(), stop.clone()),
+            sessions::prune_periodically(db.clone(), audit_retention, stop.clone()),
         );
         if let Some(forwarder) = forwarder {
             tasks.spawn("forwarder", forwarder.run(stop.clone()));
@@ -308,7 +315,7 @@ impl Application {
         let mut writer_task = Some(writer_task);
 
         let stop_on_signal = stop.clone();
-        let serving = tokio::spawn(serve(listener, router, read_timeout, async move {
+        let serving = tokio::spawn(serve(listener, router, serve_settings, async move {
             tokio::select! {
                 // The signal cancels `stop` first, so the tasks' ends that follow (the writer
                 // stops once the router is gone) are not taken for failures.
@@ -444,61 +451,6 @@ fn describe(err: tokio::task::JoinError) -> String {
     } else {
         "was cancelled".to_owned()
     }
-}
-
-fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
-    let context_state = state.clone();
-    let shell_options = state.leptos_options.clone();
-    // Pages, streams and server functions: the only routes that read the session cookie.
-    // Layers run outermost-last: session, then the cross-site check, then the page gate.
-    let portal = Router::new()
-        .merge(api::router())
-        .merge(access::router())
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || {
-                provide_context(context_state.db.clone());
-                provide_context(context_state.status.clone());
-                provide_context(context_state.admin.clone());
-                provide_context(context_state.portal.clone());
-            },
-            move || shell(shell_options.clone()),
-        )
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            access::gate_pages,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            access::refuse_cross_site,
-        ))
-        .layer(sessions::layer(
-            state.db.clone(),
-            state.portal.secure_cookies,
-            state.portal.session_idle,
-        ))
-        // The page's assets, for a wallboard on a slow office link: the wasm is a quarter of
-        // its size compressed. (Streams are never compressed: that would hold back events.)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(ASSET_COMPRESSION)));
-    Router::new()
-        .merge(ingest::router())
-        .merge(http::router())
-        .merge(admin::router(state.clone()))
-        .merge(portal)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            access::frame_policy,
-        ))
-        // Outermost last: every request is logged, including those shed by the limit.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            serve::limit_in_flight,
-        ))
-        .layer(middleware::from_fn(http::log_request))
-        .with_state(state)
 }
 
 /// The event processor, with the fault injection of the crash-loop tests when asked for.

@@ -203,6 +203,20 @@ fn optional_id(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Inv
     Ok(Some(id.into_owned()))
 }
 
+/// The event type gc-status gives a valid JSON body in a shape it does not recognise: such a
+/// body is stored and dead-lettered at once (see the webhook route), not refused.
+pub const UNRECOGNISED_TYPE: &str = "gc-status.unrecognised";
+
+/// Whether `body` is JSON at all (UTF-8, well formed, within [`MAX_DEPTH`]), whatever its
+/// shape: what tells a body to refuse (400) from one to keep and dead-letter.
+pub fn is_json(body: &[u8]) -> bool {
+    let Ok(json) = std::str::from_utf8(body) else {
+        return false;
+    };
+    !nests_deeper_than(json, MAX_DEPTH)
+        && serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok()
+}
+
 /// Hex SHA-256 of the raw body: the id of an event that carries none of its own.
 pub fn body_digest(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))

@@ -10,6 +10,7 @@
 
 pub mod sink;
 pub mod token;
+pub mod transport;
 
 use std::{
     sync::{Arc, Mutex},

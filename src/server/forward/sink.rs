@@ -6,7 +6,10 @@ use reqwest::{header, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::token::{Token, TokenSource};
+use super::{
+    token::{Token, TokenSource},
+    transport::describe_http_error,
+};
 use crate::server::domain::{
     interpret::{self, Rules},
     ClaimedEvent, Effect,
@@ -101,6 +104,13 @@ impl Sink {
                     renewed = true;
                 }
                 Ok(response) => return classify(response, token.as_ref()).await,
+                // A request that cannot even be built is this event's fault, not the sink's:
+                // retrying would fail the same way and pause forwarding for everyone.
+                Err(err) if err.is_builder() => {
+                    return Delivery::Permanent {
+                        error: format!("the request to the sink cannot be built: {err}"),
+                    }
+                }
                 Err(err) => {
                     return Delivery::Transient {
                         error: format!("sink unreachable: {}", describe_http_error(&err)),
@@ -136,13 +146,24 @@ impl Sink {
             .post(self.url.clone())
             .timeout(self.timeout)
             .header(header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", &event.id)
+            .header("Idempotency-Key", idempotency_key(&event.id))
             .body(body.clone());
         if let Some(token) = token {
             request = request.bearer_auth(token.secret());
         }
         request.send().await
     }
+}
+
+/// The bytes of an event id that an `Idempotency-Key` carries percent-encoded: controls,
+/// space and `%` itself (so the encoding is unambiguous); non-ASCII is always encoded.
+const NOT_IN_KEY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+
+/// The event id as an `Idempotency-Key` header value: unchanged when it is printable ASCII
+/// without `%`, else percent-encoded, so every id gives a valid header and distinct ids give
+/// distinct keys.
+pub fn idempotency_key(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, NOT_IN_KEY).to_string()
 }
 
 /// What the sink's answer means for the delivery.
@@ -208,29 +229,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Duration::from_millis(u64::try_from(wait).unwrap_or(0))
     };
     Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// A transport error in words, with its causes (no URL: it may carry credentials).
-pub fn describe_http_error(err: &reqwest::Error) -> String {
-    let mut text = if err.is_timeout() {
-        "timed out".to_owned()
-    } else if err.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(err);
-    let mut last = String::new();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if cause_text != last && !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        last = cause_text;
-        source = cause.source();
-    }
-    text
 }
 
 /// The normalized record of an event, as the sink receives it.
@@ -316,6 +314,35 @@ pub fn record(event: &ClaimedEvent, rules: &Rules) -> Result<axum::body::Bytes, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_id_gives_a_valid_and_distinct_idempotency_key() {
+        let uuid = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+        assert_eq!(idempotency_key(uuid), uuid);
+        assert_eq!(idempotency_key("conv-1~0a1b2c3d"), "conv-1~0a1b2c3d");
+        assert_eq!(idempotency_key("line\nbreak"), "line%0Abreak");
+        let odd = [
+            "line\nbreak",
+            "tab\there",
+            "caf\u{e9}",
+            "50%",
+            "50%25",
+            "nul\u{0}",
+            "a b",
+        ];
+        let keys: std::collections::HashSet<String> = odd
+            .iter()
+            .map(|id| {
+                let key = idempotency_key(id);
+                assert!(
+                    axum::http::HeaderValue::from_str(&key).is_ok(),
+                    "{id:?} gives {key:?}"
+                );
+                key
+            })
+            .collect();
+        assert_eq!(keys.len(), odd.len(), "distinct ids, distinct keys");
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

@@ -232,7 +232,9 @@ fn describe(
         }
         RequestTokenError::Request(err) => {
             let detail = match err {
-                oauth2::HttpClientError::Reqwest(err) => super::sink::describe_http_error(&err),
+                oauth2::HttpClientError::Reqwest(err) => {
+                    super::transport::describe_http_error(&err)
+                }
                 other => other.to_string(),
             };
             format!("the token endpoint could not be reached: {detail}")

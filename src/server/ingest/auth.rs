@@ -41,6 +41,15 @@ pub enum AuthConfigError {
     BadBasicUser { index: usize },
 }
 
+/// What [`SenderAuth::check_headers`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// A token or Basic credential matched: the body needs no further check.
+    Authenticated,
+    /// A signature header is present: the body decides ([`SenderAuth::verify`]).
+    NeedsBody,
+}
+
 /// The configured ways a webhook sender may prove who it is.
 pub struct SenderAuth {
     hmac: Option<HmacCheck>,
@@ -162,6 +171,43 @@ impl SenderAuth {
             modes.push("basic");
         }
         modes
+    }
+
+    /// What the headers alone decide, before any of the body is read: a matching token or
+    /// Basic credential authenticates at once; a signature header needs the body; no
+    /// credential at all (or only wrong header credentials) is refused at once, so such an
+    /// upload holds no slot or memory while its body arrives.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<HeaderCheck, AuthError> {
+        if self.accept_all {
+            return Ok(HeaderCheck::Authenticated);
+        }
+        let mut presented = false;
+        if let Some(check) = &self.token {
+            if let Some(value) = headers.get(&check.header) {
+                presented = true;
+                if any_digest_matches(&check.digests, value.as_bytes()) {
+                    return Ok(HeaderCheck::Authenticated);
+                }
+            }
+        }
+        if let Some(check) = &self.basic {
+            if let Some(credentials) = basic_credentials(headers) {
+                presented = true;
+                if any_digest_matches(&check.digests, &credentials) {
+                    return Ok(HeaderCheck::Authenticated);
+                }
+            }
+        }
+        if let Some(check) = &self.hmac {
+            if headers.contains_key(&check.header) {
+                return Ok(HeaderCheck::NeedsBody);
+            }
+        }
+        if presented {
+            Err(AuthError::Mismatch)
+        } else {
+            Err(AuthError::Missing(self.expected()))
+        }
     }
 
     /// Accepts the request if any configured mode accepts the credentials it carries.

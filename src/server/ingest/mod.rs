@@ -3,4 +3,4 @@
 pub mod auth;
 mod receive;
 
-pub use receive::{router, WEBHOOK_PATH};
+pub use receive::{receive_webhook, Accepted, Webhooks, WEBHOOK_PATH};

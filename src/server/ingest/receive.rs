@@ -1,31 +1,46 @@
 //! `POST /api/v2/webhooks/gc-status`: the order of checks is the contract —
-//! size (413) → content type (415) → authentication (401, nothing parsed) → validation (400)
-//! → durable commit (503 on failure) → 202.
+//! declared size (413) → content type (415) → header credentials (401, before any of the body
+//! is read) → the body within its time and size (408, 413) → signature (401, nothing parsed)
+//! → validation (400 for a body that is not JSON) → durable commit (503 on failure) → 202.
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
     extract::State,
     http::{header::CONTENT_TYPE, HeaderMap, StatusCode},
     response::IntoResponse,
-    routing::post,
-    Json, Router,
+    Json,
 };
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Serialize;
 
+use super::auth::{HeaderCheck, SenderAuth};
 use crate::server::domain::envelope;
 use crate::server::{
-    domain::ClaimedEvent,
+    domain::{now_ms, ClaimedEvent, ProcessError},
     error::ApiError,
-    state::AppState,
-    store::writer::{NewEvent, Stored},
-    worker,
+    limits,
+    store::{
+        writer::{IngestWriter, NewEvent, Stored},
+        Db,
+    },
+    worker::{self, Processor},
 };
 
 pub const WEBHOOK_PATH: &str = "/api/v2/webhooks/gc-status";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(WEBHOOK_PATH, post(receive_webhook))
+/// What the webhook route needs: who may send, how much and how fast, and where it goes.
+pub struct Webhooks {
+    pub auth: SenderAuth,
+    pub writer: IngestWriter,
+    pub max_body_bytes: usize,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
+    /// The processor that runs on each event as it arrives, when processing is inline.
+    pub inline: Option<Arc<dyn Processor>>,
+    /// For filing the dead letter of an unrecognised body when no inline applier runs.
+    pub db: Db,
 }
 
 /// The acknowledgement a sender gets once its event is durably stored.
@@ -34,11 +49,15 @@ pub struct Accepted {
     pub accepted: bool,
     pub id: String,
     pub duplicate: bool,
+    /// Set when the body is JSON in a shape gc-status does not recognise: it is stored and
+    /// dead-lettered at once with this reason, to be replayed once understood.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_lettered: Option<String>,
 }
 
 /// Answers the sender and keeps the ingest metrics.
-async fn receive_webhook(
-    State(state): State<AppState>,
+pub async fn receive_webhook(
+    State(state): State<Arc<Webhooks>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -57,7 +76,7 @@ async fn receive_webhook(
 }
 
 #[tracing::instrument(skip_all)]
-async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
+async fn ingest(state: &Webhooks, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
     let limit = state.max_body_bytes;
     let declared_too_large = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -70,10 +89,18 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let unauthorized = |reason: super::auth::AuthError| ApiError::Unauthorized {
+        reason: reason.into(),
+        offer_basic: state.auth.offers_basic(),
+    };
+    let by_headers = state.auth.check_headers(headers).map_err(unauthorized)?;
     // A body trickled in slowly holds a connection and memory: cut it off.
     let reading = Limited::new(body, limit).collect();
-    let body = match tokio::time::timeout(state.limits.body_timeout, reading).await {
-        Err(_) => return Err(ApiError::RequestTimeout),
+    let body = match tokio::time::timeout(state.body_timeout, reading).await {
+        Err(_) => {
+            limits::body_cut();
+            return Err(ApiError::RequestTimeout);
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge { limit })
@@ -81,16 +108,20 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         Ok(Err(_)) => return Err(ApiError::UnreadableBody),
     };
 
-    state
-        .auth
-        .verify(headers, &body)
-        .map_err(|reason| ApiError::Unauthorized {
-            reason,
-            offer_basic: state.auth.offers_basic(),
-        })?;
+    if by_headers == HeaderCheck::NeedsBody {
+        state.auth.verify(headers, &body).map_err(unauthorized)?;
+    }
 
-    let envelope = envelope::parse(&body)?;
     let received_at = jiff::Timestamp::now().as_millisecond();
+    let envelope = match envelope::parse(&body) {
+        Ok(envelope) => envelope,
+        // Valid JSON in a shape not recognised: EventBridge never redelivers a 4xx, so a
+        // 400 would lose it for good. Keep it where an admin sees it and can replay it.
+        Err(invalid) if envelope::is_json(&body) => {
+            return dead_on_arrival(state, body, received_at, invalid.to_string()).await
+        }
+        Err(invalid) => return Err(invalid.into()),
+    };
     // Inline processing: interpreting is pure CPU, done here in parallel across requests and
     // outside the write lock; the writer stores the result in the same commit as the event.
     let processed = state.inline.as_deref().map(|processor| {
@@ -125,6 +156,45 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         accepted: true,
         id: receipt.id,
         duplicate: receipt.stored == Stored::Duplicate,
+        dead_lettered: None,
+    })
+}
+
+/// Stores a body of an unrecognised shape under its digest and dead-letters it at once.
+async fn dead_on_arrival(
+    state: &Webhooks,
+    body: axum::body::Bytes,
+    received_at: i64,
+    why: String,
+) -> Result<Accepted, ApiError> {
+    let reason = format!("unrecognised payload: {why}");
+    let id = envelope::body_digest(&body);
+    let verdict = || Err(ProcessError::Permanent(reason.clone()));
+    let receipt = state
+        .writer
+        .store(NewEvent {
+            id,
+            event_type: envelope::UNRECOGNISED_TYPE.to_owned(),
+            payload: body,
+            received_at,
+            processed: Some(verdict()),
+        })
+        .await?;
+    // With inline processing the applier files the letter with the commit's other verdicts;
+    // otherwise it is filed here (the workers would only take the event after a grace).
+    if state.inline.is_none() && receipt.stored == Stored::New {
+        let now = now_ms();
+        state
+            .db
+            .complete_inline(&[(receipt.id.clone(), verdict())], now, now)
+            .await?;
+    }
+    metrics::counter!("gc_status_events_unrecognised_total").increment(1);
+    Ok(Accepted {
+        accepted: true,
+        id: receipt.id,
+        duplicate: receipt.stored == Stored::Duplicate,
+        dead_lettered: Some(reason),
     })
 }
 

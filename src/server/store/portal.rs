@@ -21,6 +21,9 @@ pub(crate) trait PortalSql {
     ) -> sqlx::Result<bool>;
     async fn delete_session(&mut self, id: &str) -> sqlx::Result<()>;
     async fn prune_sessions(&mut self, now: i64) -> sqlx::Result<u64>;
+    /// (id, data) of every session still valid at `now`.
+    async fn list_sessions(&mut self, now: i64) -> sqlx::Result<Vec<(String, String)>>;
+    async fn prune_audit(&mut self, before: i64) -> sqlx::Result<u64>;
     async fn record_audit(&mut self, record: &AuditRecord<'_>) -> sqlx::Result<()>;
     async fn list_audit(&mut self, before: i64, limit: i64) -> sqlx::Result<Vec<AuditEntry>>;
     /// Stores each queue's waiting count for `minute` (one row per queue), keeping the
@@ -93,6 +96,21 @@ macro_rules! shared_portal_statements {
         async fn prune_sessions(&mut self, now: i64) -> sqlx::Result<u64> {
             Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
                 .bind(now)
+                .execute(self)
+                .await?
+                .rows_affected())
+        }
+
+        async fn list_sessions(&mut self, now: i64) -> sqlx::Result<Vec<(String, String)>> {
+            sqlx::query_as("SELECT id, data FROM sessions WHERE expires_at > $1 ORDER BY id")
+                .bind(now)
+                .fetch_all(self)
+                .await
+        }
+
+        async fn prune_audit(&mut self, before: i64) -> sqlx::Result<u64> {
+            Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                .bind(before)
                 .execute(self)
                 .await?
                 .rows_affected())
@@ -218,6 +236,16 @@ impl Db {
     /// Deletes sessions that expired before `now`; returns how many.
     pub async fn prune_sessions(&self, now: i64) -> sqlx::Result<u64> {
         write_tx!(self, |tx| tx.prune_sessions(now).await)
+    }
+
+    /// (id, data) of every session still valid at `now`, for `gc-status sessions`.
+    pub async fn list_sessions(&self, now: i64) -> sqlx::Result<Vec<(String, String)>> {
+        read_conn!(self, |conn| conn.list_sessions(now).await)
+    }
+
+    /// Deletes audit entries older than `before` (the audit retention).
+    pub async fn prune_audit(&self, before: i64) -> sqlx::Result<u64> {
+        write_tx!(self, |tx| tx.prune_audit(before).await)
     }
 
     /// Appends one entry to the audit trail.

@@ -7,7 +7,7 @@
 //! the row is on disk.
 
 use std::{
-    collections::{hash_map::Entry, HashMap, HashSet},
+    collections::{hash_map::Entry, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -328,66 +328,112 @@ pub(crate) fn any_for_workers(events: &[NewEvent]) -> bool {
 /// ones, so an event whose id is taken by a different body is stored under a derived id,
 /// `<id>~<first 16 hex digits of the body's SHA-256>`: deterministic, so its own redelivery is
 /// still recognised.
+///
+/// Each distinct (id, body) is resolved against what is stored under that id before any id is
+/// derived: when a batch holds a new body A under a reused id *and* a redelivery of the body B
+/// already stored under it, B is the duplicate and A gets the derived id (not the other way
+/// round, which would store B twice). A derived id that turns out to be taken by yet another
+/// body is derived again, longer.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 pub(crate) async fn insert_batch(
     tx: &mut impl BatchRows,
     events: &[NewEvent],
 ) -> sqlx::Result<Vec<Receipt>> {
-    // Within the batch, identical deliveries follow their first copy (`leader`); among the
-    // distinct ones, a reused id gets its derived id at once.
+    // Within the batch, identical deliveries follow their first copy (`leader`).
     let mut leader: Vec<usize> = (0..events.len()).collect();
-    let mut ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let mut reused = vec![false; events.len()];
     let mut first_copy: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(events.len());
-    let mut id_taken: HashSet<&str> = HashSet::with_capacity(events.len());
+    let mut bodies_per_id: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     let mut distinct = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         match first_copy.entry((event.id.as_str(), &event.payload[..])) {
             Entry::Occupied(first) => leader[i] = *first.get(),
             Entry::Vacant(slot) => {
                 slot.insert(i);
-                if !id_taken.insert(event.id.as_str()) {
-                    ids[i] = derived_id(event);
-                    reused[i] = true;
-                }
+                *bodies_per_id.entry(event.id.as_str()).or_default() += 1;
                 distinct.push(i);
             }
         }
     }
+    // How far each distinct event's id is derived: 0 is its own id.
+    let mut level = vec![0u8; events.len()];
+    // Ids that several distinct bodies of this batch claim: the stored body (if any) keeps
+    // the id, the others derive theirs from the start. This costs a read only for batches
+    // that hold such a clash, which the common batch does not.
+    let contested: Vec<&str> = bodies_per_id
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&id, _)| id)
+        .collect();
+    if !contested.is_empty() {
+        let stored = tx.stored_bodies(&contested).await?;
+        let mut id_holder: HashMap<&str, usize> = HashMap::new();
+        for &i in &distinct {
+            let id = events[i].id.as_str();
+            if bodies_per_id[id] < 2 {
+                continue;
+            }
+            if let Some(body) = stored.get(id) {
+                if body[..] != events[i].payload[..] {
+                    level[i] = 1;
+                }
+            } else {
+                id_holder.entry(id).or_insert(i);
+            }
+        }
+        for &i in &distinct {
+            let id = events[i].id.as_str();
+            if let Some(&holder) = id_holder.get(id) {
+                if holder != i {
+                    level[i] = 1;
+                }
+            }
+        }
+    }
+    let mut ids: Vec<String> = (0..events.len())
+        .map(|i| derived_id(&events[i], level[i]))
+        .collect();
     let mut stored = vec![Stored::Duplicate; events.len()];
 
-    let inserted = tx.insert_rows(events, &ids, &distinct).await?;
-    let conflicts: Vec<usize> = distinct
-        .iter()
-        .zip(&inserted)
-        .filter_map(|(&i, &new)| {
-            if new {
-                stored[i] = Stored::New;
-            }
-            (!new && !reused[i]).then_some(i)
-        })
-        .collect();
-    if !conflicts.is_empty() {
-        // Taken ids: the same body is a redelivery, another body a new event under a derived id.
-        let taken: Vec<&str> = conflicts.iter().map(|&i| ids[i].as_str()).collect();
-        let stored_bodies = tx.stored_bodies(&taken).await?;
-        let mut retry = Vec::new();
-        for i in conflicts {
+    let mut pending = distinct.clone();
+    loop {
+        let inserted = tx.insert_rows(events, &ids, &pending).await?;
+        let taken: Vec<usize> = pending
+            .iter()
+            .zip(&inserted)
+            .filter_map(|(&i, &new)| {
+                if new {
+                    stored[i] = Stored::New;
+                }
+                (!new).then_some(i)
+            })
+            .collect();
+        if taken.is_empty() {
+            break;
+        }
+        // Taken ids: the same body is a redelivery, another body moves on to a derived id.
+        let names: Vec<&str> = taken.iter().map(|&i| ids[i].as_str()).collect();
+        let stored_bodies = tx.stored_bodies(&names).await?;
+        let mut again = Vec::new();
+        for i in taken {
             let same_body = stored_bodies
                 .get(&ids[i])
                 .is_some_and(|body| body[..] == events[i].payload[..]);
             if !same_body {
-                ids[i] = derived_id(&events[i]);
-                reused[i] = true;
-                retry.push(i);
+                if level[i] >= MAX_DERIVATION {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "no free id for a body under `{}`: every derived id is taken by another body",
+                        events[i].id
+                    )));
+                }
+                level[i] += 1;
+                ids[i] = derived_id(&events[i], level[i]);
+                again.push(i);
             }
         }
-        let inserted = tx.insert_rows(events, &ids, &retry).await?;
-        for (&i, new) in retry.iter().zip(inserted) {
-            if new {
-                stored[i] = Stored::New;
-            }
+        if again.is_empty() {
+            break;
         }
+        pending = again;
     }
 
     let receipts = (0..events.len())
@@ -400,17 +446,29 @@ pub(crate) async fn insert_batch(
                 } else {
                     Stored::Duplicate
                 },
-                id_reused: reused[first],
+                id_reused: level[first] > 0,
             }
         })
         .collect();
     Ok(receipts)
 }
 
-/// The id an event is stored under when its own id already names a different body.
-pub(crate) fn derived_id(event: &NewEvent) -> String {
-    let digest = Sha256::digest(&event.payload);
-    format!("{}~{}", event.id, hex::encode(&digest[..8]))
+/// Derivations tried before a body is refused (unreachable short of a sender that takes
+/// derived ids for other bodies on purpose).
+const MAX_DERIVATION: u8 = 3;
+
+/// The id an event is stored under at derivation `level`: 0 its own; 1 with the first 16 hex
+/// digits of its body's SHA-256; 2 with all 64; 3 with all 64 and a marker.
+pub(crate) fn derived_id(event: &NewEvent, level: u8) -> String {
+    if level == 0 {
+        return event.id.clone();
+    }
+    let digest = hex::encode(Sha256::digest(&event.payload));
+    match level {
+        1 => format!("{}~{}", event.id, &digest[..16]),
+        2 => format!("{}~{digest}", event.id),
+        _ => format!("{}~{digest}~{level}", event.id),
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +538,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redelivery_beside_a_new_body_under_the_same_id_is_stored_once() {
+        let (_dir, db, mut conn) = temp_store().await;
+        let b = r#"{"state":"queued"}"#;
+        let a = r#"{"state":"connected"}"#;
+        let first = receipts(&mut conn, &[event_with("x", b)])
+            .await
+            .expect("insert");
+        assert_eq!(outcomes(&first), vec![Stored::New]);
+        // The new body first, then the redelivery of the stored one, then the new one again.
+        let batch = [event_with("x", a), event_with("x", b), event_with("x", a)];
+        let second = receipts(&mut conn, &batch).await.expect("insert");
+        assert_eq!(
+            outcomes(&second),
+            vec![Stored::New, Stored::Duplicate, Stored::Duplicate]
+        );
+        assert_eq!(second[1].id, "x", "the stored body keeps its id");
+        assert_eq!(second[0].id, derived_id(&batch[0], 1));
+        assert_eq!(second[2].id, second[0].id);
+        let mut ids = db.event_ids().await.expect("ids");
+        ids.sort();
+        assert_eq!(ids, vec!["x".to_owned(), derived_id(&batch[0], 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_derived_id_taken_by_another_body_is_derived_again() {
+        let (_dir, db, mut conn) = temp_store().await;
+        let a = event_with("y", r#"{"n":1}"#);
+        let squatter = event_with(&derived_id(&a, 1), r#"{"n":"another body"}"#);
+        receipts(&mut conn, &[event_with("y", r#"{"n":0}"#), squatter])
+            .await
+            .expect("insert");
+        let stored = receipts(&mut conn, &[event_with("y", r#"{"n":1}"#)])
+            .await
+            .expect("insert");
+        assert_eq!(outcomes(&stored), vec![Stored::New]);
+        assert_eq!(stored[0].id, derived_id(&a, 2));
+        let again = receipts(&mut conn, &[event_with("y", r#"{"n":1}"#)])
+            .await
+            .expect("insert");
+        assert_eq!(
+            (again[0].id.as_str(), again[0].stored),
+            (stored[0].id.as_str(), Stored::Duplicate)
+        );
+        assert_eq!(db.event_ids().await.expect("ids").len(), 3);
+    }
+
+    #[tokio::test]
     async fn a_reused_id_with_another_body_is_a_new_event_and_its_redelivery_is_not() {
         let (_dir, db, mut conn) = temp_store().await;
         let queued = event_with("conv-1", r#"{"state":"queued"}"#);
@@ -507,7 +612,7 @@ mod tests {
             vec![Stored::New, Stored::New, Stored::Duplicate]
         );
         assert!(second.iter().all(|r| r.id_reused));
-        assert_eq!(second[0].id, derived_id(&connected));
+        assert_eq!(second[0].id, derived_id(&connected, 1));
         assert_ne!(second[0].id, second[1].id);
         assert_eq!(second[1].id, second[2].id);
         // True redeliveries of every one are stored once, under the same ids.

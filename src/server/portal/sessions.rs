@@ -9,7 +9,7 @@ use tower_sessions::{
     session_store, Expiry, SessionManagerLayer, SessionStore,
 };
 
-use super::{domain::now_ms, store::Db};
+use crate::server::{domain::now_ms, store::Db};
 
 /// Session records in the `sessions` table.
 #[derive(Clone, Debug)]
@@ -109,14 +109,20 @@ pub fn layer(db: Db, secure: bool, idle: Duration) -> SessionManagerLayer<DbSess
         .with_expiry(Expiry::OnInactivity(idle))
 }
 
-/// Deletes expired sessions every few minutes until `stop`.
-pub async fn prune_periodically(db: Db, stop: CancellationToken) {
+/// Deletes expired sessions, and audit entries past `audit_retention`, every few minutes
+/// until `stop`.
+pub async fn prune_periodically(db: Db, audit_retention: Duration, stop: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(300);
-    super::periodic::every(EVERY, stop, || {
+    crate::server::periodic::every(EVERY, stop, || {
         let db = db.clone();
         async move {
-            if let Err(err) = db.prune_sessions(now_ms()).await {
+            let now = now_ms();
+            if let Err(err) = db.prune_sessions(now).await {
                 tracing::warn!(error = %err, "pruning expired sessions failed; retrying later");
+            }
+            let keep_ms = i64::try_from(audit_retention.as_millis()).unwrap_or(i64::MAX);
+            if let Err(err) = db.prune_audit(now.saturating_sub(keep_ms)).await {
+                tracing::warn!(error = %err, "pruning old audit entries failed; retrying later");
             }
         }
     })

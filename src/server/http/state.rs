@@ -1,4 +1,6 @@
-//! What every handler and server function can reach.
+//! What the handlers can reach. Each handler and middleware extracts only the part it reads
+//! (`State<Db>`, `State<Arc<Portal>>`, …) through `FromRef`, so the parts never import this
+//! module back.
 
 use std::sync::Arc;
 
@@ -7,27 +9,28 @@ use leptos::config::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    access::Portal,
+use crate::server::{
     admin::AdminAccess,
+    guard::SignInGuard,
     health::Health,
-    ingest::auth::SenderAuth,
-    serve::Limits,
+    ingest::Webhooks,
+    portal::Portal,
     status::{StatusFeed, StatusSource},
-    store::{writer::IngestWriter, Db},
-    worker::Processor,
+    store::Db,
 };
+use crate::server::{client::TrustedProxies, limits::Limits};
 
 /// Shared application state; cheap to clone.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub db: Db,
-    pub writer: IngestWriter,
-    pub auth: Arc<SenderAuth>,
-    pub max_body_bytes: usize,
+    /// The webhook receiver: sender authentication, body limits, the writer.
+    pub webhooks: Arc<Webhooks>,
     /// Admin token check for the admin API and the page's replay buttons.
     pub admin: AdminAccess,
+    /// Guessing budget of the admin and viewer tokens.
+    pub guard: SignInGuard,
     pub status: Arc<StatusSource>,
     /// Changed status snapshots for `/api/v2/stream`.
     pub feed: StatusFeed,
@@ -36,10 +39,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// What `/readyz` reports besides the database.
     pub health: Health,
-    /// Requests in flight per kind, and the body read timeout.
+    /// Requests in flight per kind, streams per client, and the time limits.
     pub limits: Limits,
-    /// The processor that runs on each event as it arrives, when processing is inline.
-    pub inline: Option<Arc<dyn Processor>>,
     /// Sign-in, viewing and framing settings of the portal.
     pub portal: Arc<Portal>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: Arc<TrustedProxies>,
 }
