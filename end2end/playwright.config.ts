@@ -22,6 +22,9 @@ export const VIEWER_PORT = port + 1;
 /** A third instance that forwards to a sink the forwarding test serves itself. */
 export const FORWARDING_PORT = port + 5;
 export const E2E_SINK = `http://127.0.0.1:${port + 4}`;
+/** A portal on another *site* (localhost is not 127.0.0.1), where a SameSite cookie of
+ * gc-status is never sent: allowed to frame the viewer-token instance's widget. */
+export const E2E_CROSS_SITE_PORTAL = `http://localhost:${port + 6}`;
 /** Thresholds and quiet time the tests trip. */
 export const E2E_ALERT_WAITING = 2;
 export const E2E_STALE_AFTER_SECS = 3;
@@ -80,6 +83,7 @@ export default defineConfig({
     }),
     server(VIEWER_PORT, database.replace(/\.db$/, "-viewer.db"), {
       GC_STATUS_VIEWER_TOKEN: E2E_VIEWER_TOKEN,
+      GC_STATUS_FRAME_ANCESTORS: E2E_CROSS_SITE_PORTAL,
     }),
     server(FORWARDING_PORT, database.replace(/\.db$/, "-forwarding.db"), {
       GC_STATUS_SINK_URL: `${E2E_SINK}/sink`,

@@ -51,6 +51,22 @@ impl Connection {
     }
 }
 
+/// The stream's address. A page opened with the viewer token in its URL (the widget framed by
+/// a portal on another site, where no session cookie is sent) passes the token on.
+#[cfg(feature = "hydrate")]
+fn stream_url() -> String {
+    let search = window().location().search().unwrap_or_default();
+    let token = search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="));
+    match token {
+        // Still percent-encoded as it came: it goes into a URL again.
+        Some(token) if !token.is_empty() => format!("/api/v2/stream?token={token}"),
+        _ => "/api/v2/stream".to_owned(),
+    }
+}
+
 /// A stream that sent nothing (no change, no heartbeat) for this long is taken as broken.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 const SILENCE_MS: f64 = 12_000.0;
@@ -180,7 +196,7 @@ impl Live {
         use wasm_bindgen::{closure::Closure, JsCast};
 
         const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
-        let Ok(source) = web_sys::EventSource::new("/api/v2/stream") else {
+        let Ok(source) = web_sys::EventSource::new(&stream_url()) else {
             leptos::logging::warn!("live updates unavailable: cannot open the status stream");
             return;
         };

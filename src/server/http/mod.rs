@@ -145,7 +145,7 @@ pub fn router(state: AppState) -> Router {
     let stream = Router::new()
         .route("/api/v2/stream", get(api::stream_status))
         .layer(middleware::from_fn_with_state(
-            state.portal.clone(),
+            state.clone(),
             gate::require_viewer,
         ))
         .layer(deny_framing());
@@ -238,7 +238,7 @@ fn portal(state: &AppState) -> Router<AppState> {
         }
     }
 
-    let viewer_gate = || middleware::from_fn_with_state(state.portal.clone(), gate::require_viewer);
+    let viewer_gate = || middleware::from_fn_with_state(state.clone(), gate::require_viewer);
     let viewing = viewing.layer(viewer_gate()).layer(deny_framing());
     let widget = widget
         .layer(viewer_gate())

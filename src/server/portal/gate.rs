@@ -1,6 +1,8 @@
 //! Which portal routes need which sign-in, each a layer on the sub-router it governs:
 //! - [`exchange_viewer_link`] (every page): `?token=<viewer token>` becomes a viewer session
-//!   and is removed from the URL;
+//!   and is removed from the URL; in a frame (the widget in a portal on another site, where a
+//!   `SameSite=Strict` cookie is never sent) the token stays in the URL and admits that one
+//!   request instead, writing no session;
 //! - [`require_viewer`] (the dashboard, the widget, the status API and stream): with
 //!   `GC_STATUS_VIEWER_TOKEN` set, a session (or the viewer token as a bearer token, for the
 //!   JSON API) is needed;
@@ -32,13 +34,26 @@ use crate::{
     },
 };
 
+/// A request admitted by the viewer token in its URL (a framed widget), without a session.
+#[derive(Clone, Copy, Debug)]
+struct ViewerByToken;
+
+/// Whether the browser loads this page into a frame (`Sec-Fetch-Dest`).
+fn framed(request: &Request) -> bool {
+    request
+        .headers()
+        .get("sec-fetch-dest")
+        .is_some_and(|dest| matches!(dest.as_bytes(), b"iframe" | b"frame"))
+}
+
 /// Middleware: exchanges a valid `?token=` for a viewer session and redirects to the same URL
-/// without it. A wrong token counts as a failed sign-in of the client.
+/// without it; in a frame, admits the request by the token instead. A wrong token counts as a
+/// failed sign-in of the client.
 pub async fn exchange_viewer_link(
     State(portal): State<Arc<Portal>>,
     State(guard): State<SignInGuard>,
     State(db): State<Db>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let uri = request.uri().clone();
@@ -86,6 +101,10 @@ pub async fn exchange_viewer_link(
         }
         Ok(Verdict::Granted) => {}
     }
+    if framed(&request) {
+        request.extensions_mut().insert(ViewerByToken);
+        return next.run(request).await;
+    }
     let already_admin = signed_in(&session, &portal)
         .await
         .is_some_and(|s| s.role == Role::Admin);
@@ -98,14 +117,16 @@ pub async fn exchange_viewer_link(
     Redirect::to(&without_param(&uri, "token")).into_response()
 }
 
-/// Middleware: with a viewer token configured, viewing needs a session or the token as a
-/// bearer token.
+/// Middleware: with a viewer token configured, viewing needs a session, or the token as a
+/// bearer token (the JSON API) or in the URL (a framed widget and its stream). A wrong token
+/// counts as a failed sign-in of the client.
 pub async fn require_viewer(
     State(portal): State<Arc<Portal>>,
+    State(guard): State<SignInGuard>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !portal.viewers_need_token() {
+    if !portal.viewers_need_token() || request.extensions().get::<ViewerByToken>().is_some() {
         return next.run(request).await;
     }
     if let Some(session) = request.extensions().get::<Session>() {
@@ -117,16 +138,32 @@ pub async fn require_viewer(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|t| portal.viewer_token_matches(t)) {
-        return next.run(request).await;
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if let Some(token) = bearer.or_else(|| query_param(request.uri(), "token")) {
+        let client = crate::server::client::of(request.extensions());
+        match guard.attempt(client, "viewer token", || {
+            portal.viewer_token_matches(&token)
+        }) {
+            Ok(Verdict::Granted) => return next.run(request).await,
+            Ok(Verdict::Denied { .. }) => {}
+            Err(throttled) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(
+                        header::RETRY_AFTER,
+                        throttled.retry_after_secs().to_string(),
+                    )],
+                    Json(json!({
+                        "error": "too_many_attempts",
+                        "detail": "too many wrong viewer tokens from this address; retry later",
+                    })),
+                )
+                    .into_response()
+            }
+        }
     }
-    let wants_json = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|accept| !accept.contains("text/html"));
-    if wants_json && request.uri().path().starts_with("/api/") {
+    if request.uri().path().starts_with("/api/") {
         (
             StatusCode::UNAUTHORIZED,
             Json(json!({
