@@ -13,7 +13,11 @@
 //! - `stored-1m`: workers off, 1,000,000 events already stored, first alone;
 //! - `stored-1m-readers`: the same while 200 clients poll `GET /api/v2/queues` every 100 ms and
 //!   200 status streams stay open (readers must not slow ingestion);
-//! - `slow-clients`: as shipped while 1,000 connections open and then trickle or idle;
+//! - `slow-clients`: as shipped while 1,000 connections open and then trickle a body or a
+//!   head;
+//! - `idle-connections`: as shipped while 1,000 connections open and send nothing at all;
+//! - `stalled-bodies`: as shipped while 500 clients `POST /api/login` declaring a body that
+//!   never comes;
 //! - `shipped-forwarding` (not in the default set): `shipped-mixed` with every processed
 //!   event forwarded to a local sink that answers 202, with an OAuth2 token; reports the
 //!   deliveries, how long forwarding takes to catch up, and checks each was delivered once;
@@ -574,40 +578,86 @@ fn start_readers(
     })
 }
 
-/// Opens `n` connections that send part of a request and then trickle a byte a second or idle.
-fn start_slow_clients(addr: &str, n: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let addr = addr.to_owned();
+/// A scenario's workload, server environment, preloaded events, whether readers run, and
+/// which slow clients (and how many) run beside wrk.
+type ScenarioSetup = (
+    Workload,
+    Vec<(&'static str, &'static str)>,
+    usize,
+    bool,
+    Option<(Slow, usize)>,
+);
+
+/// How the slow clients of a scenario misbehave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slow {
+    /// Half send a signed webhook's head and trickle its body a byte a second, half trickle
+    /// a head that never ends.
+    Trickle,
+    /// Connect and send nothing at all.
+    Idle,
+    /// `POST /api/login` declaring a 1,000-byte body that never comes.
+    StalledSignIn,
+}
+
+/// Opens `n` connections that misbehave as `kind` says, each reconnecting when the server
+/// cuts it off, until `stop`. They come from 127.0.0.2–127.0.0.5, as a few misbehaving hosts
+/// would (each under the per-address cap), while wrk sends from 127.0.0.1.
+fn start_slow_clients(
+    addr: &str,
+    n: usize,
+    kind: Slow,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
     on_own_thread(move || async move {
         use tokio::io::AsyncWriteExt as _;
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..n {
-            let (addr, stop) = (addr.clone(), stop.clone());
+            let stop = stop.clone();
+            let from = std::net::SocketAddr::from(([127, 0, 0, 2 + (i % 4) as u8], 0));
             tasks.spawn(async move {
-                    // Reconnect whenever the server cuts the connection off, until told to stop.
+                while !stop.load(Ordering::Relaxed) {
+                    let connected = async {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(from)?;
+                        socket.connect(addr).await
+                    };
+                    let Ok(mut s) = connected.await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let head = match (kind, i % 2) {
+                        (Slow::Trickle, 0) => "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-gc-signature: 00\r\ncontent-length: 100000\r\n\r\n{",
+                        (Slow::Trickle, _) => "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\n",
+                        (Slow::Idle, _) => "",
+                        (Slow::StalledSignIn, _) => "POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\nsecret=",
+                    };
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        continue;
+                    }
+                    let mut answer = [0u8; 256];
                     while !stop.load(Ordering::Relaxed) {
-                        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
+                        let trickle: &[u8] = match (kind, i % 2) {
+                            (Slow::Trickle, 0) => b" ",
+                            (Slow::Trickle, _) => b"x-idle: 1\r\n",
+                            _ => b"",
                         };
-                        let head = if i % 2 == 0 {
-                            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{"
-                        } else {
-                            "POST /api/v2/webhooks/gc-status HTTP/1.1\r\nhost: x\r\n"
-                        };
-                        if s.write_all(head.as_bytes()).await.is_err() {
-                            continue;
+                        // Wait a second, or until the server answers or closes.
+                        let read = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            tokio::io::AsyncReadExt::read(&mut s, &mut answer),
+                        )
+                        .await;
+                        if read.is_ok() {
+                            break;
                         }
-                        while !stop.load(Ordering::Relaxed) {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            if i % 2 == 0 && s.write_all(b" ").await.is_err() {
-                                break;
-                            }
-                            if i % 2 == 1 && s.write_all(b"x-idle: 1\r\n").await.is_err() {
-                                break;
-                            }
+                        if !trickle.is_empty() && s.write_all(trickle).await.is_err() {
+                            break;
                         }
                     }
-                });
+                }
+            });
         }
         while tasks.join_next().await.is_some() {}
     })
@@ -686,41 +736,49 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     let requests = dir.path().join("requests.tsv");
     // Enough distinct events that none is sent twice at 40,000/s.
     let needed = (duration.as_secs() as usize + 2) * 40_000;
-    let (workload, env, preloaded, readers, slow): (
-        Workload,
-        Vec<(&str, &str)>,
-        usize,
-        bool,
-        bool,
-    ) = match name {
+    let (workload, env, preloaded, readers, slow): ScenarioSetup = match name {
         "workers-off" => (
             Workload::Updates,
             vec![("GC_STATUS_WORKERS", "0")],
             0,
             false,
-            false,
+            None,
         ),
-        "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, false),
+        "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, None),
         "stored-1m" => (
             Workload::Updates,
             vec![("GC_STATUS_WORKERS", "0")],
             1_000_000,
             false,
-            false,
+            None,
         ),
         "stored-1m-readers" => (
             Workload::Updates,
             vec![("GC_STATUS_WORKERS", "0")],
             1_000_000,
             true,
-            false,
+            None,
         ),
         "slow-clients" => (
             Workload::Mixed,
             vec![("GC_STATUS_REQUEST_READ_TIMEOUT_SECS", "10")],
             0,
             false,
-            true,
+            Some((Slow::Trickle, 1_000)),
+        ),
+        "idle-connections" => (
+            Workload::Mixed,
+            vec![("GC_STATUS_REQUEST_READ_TIMEOUT_SECS", "10")],
+            0,
+            false,
+            Some((Slow::Idle, 1_000)),
+        ),
+        "stalled-bodies" => (
+            Workload::Mixed,
+            vec![("GC_STATUS_REQUEST_READ_TIMEOUT_SECS", "10")],
+            0,
+            false,
+            Some((Slow::StalledSignIn, 500)),
         ),
         "drain-1m" => return drain(dir.path()).await,
         "postgres-1" => return on_postgres(dir.path(), duration, 1).await,
@@ -754,8 +812,8 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     let server = Server::start(dir.path(), &env);
     let stop = Arc::new(AtomicBool::new(false));
     let reader_thread = readers.then(|| start_readers(&server.addr, 200, 200, stop.clone()));
-    let slow_thread = slow.then(|| start_slow_clients(&server.addr, 1_000, stop.clone()));
-    if readers || slow {
+    let slow_thread = slow.map(|(kind, n)| start_slow_clients(&server.addr, n, kind, stop.clone()));
+    if readers || slow.is_some() {
         std::thread::sleep(Duration::from_secs(2));
     }
     let load = run_wrk(&server.addr, &requests, duration, dir.path());
@@ -1275,6 +1333,8 @@ async fn main() {
             "stored-1m",
             "stored-1m-readers",
             "slow-clients",
+            "idle-connections",
+            "stalled-bodies",
             "drain-1m",
         ]
         .map(String::from)

@@ -328,17 +328,17 @@ pub fn database_file(database_url: &str) -> Option<std::path::PathBuf> {
 
 /// `database_url` without a password, for messages.
 pub fn redact_url(database_url: &str) -> String {
-    match (database_url.find("://"), database_url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &database_url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!(
-                "{}{user}:***{}",
-                &database_url[..scheme_end + 3],
-                &database_url[at..]
-            )
+    match url::Url::parse(database_url) {
+        Ok(mut url) if url.password().is_some() => {
+            // Only fails for URLs that cannot carry credentials, which this one does.
+            let _ = url.set_password(Some("***"));
+            url.to_string()
         }
-        _ => database_url.to_owned(),
+        Ok(_) => database_url.to_owned(),
+        Err(_) if database_url.contains('@') => {
+            "(a database URL that does not parse; its credentials are not shown)".to_owned()
+        }
+        Err(_) => database_url.to_owned(),
     }
 }
 
@@ -482,6 +482,28 @@ pub(crate) async fn test_store() -> (TestStore, Db, WriterConn) {
             let (db, writer) = open_with(&url, &options).await.expect("open");
             (TestStore { _dir: Some(dir) }, db, writer)
         }
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show_in_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://gc:s%40cret@db.example:5432/gc_status"),
+            "postgres://gc:***@db.example:5432/gc_status"
+        );
+        assert_eq!(
+            redact_url("postgres://gc@db.example/gc_status"),
+            "postgres://gc@db.example/gc_status"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/gc-status.db"),
+            "sqlite://data/gc-status.db"
+        );
+        assert!(!redact_url("postgres://gc:pa@ss@[bad/x").contains("pa@ss"));
     }
 }
 
