@@ -580,3 +580,34 @@ async fn json_of_an_unknown_shape_is_kept_and_dead_lettered_and_non_json_is_refu
     assert_eq!(refused.status(), 400);
     assert_eq!(app.stored_count().await, 1);
 }
+
+#[tokio::test]
+async fn guessing_the_viewer_token_is_throttled_and_audited_like_the_admin_token() {
+    let app = spawn_app_with(|c| c.viewer_token = Some("the-viewer-token".into())).await;
+    let guesser = reqwest::Client::builder()
+        .local_address(loopback(60))
+        .build()
+        .expect("client");
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let answer = guesser
+            .get(app.url(&format!("/api/v2/stream?token=guess-{i}")))
+            .send()
+            .await
+            .expect("answered");
+        statuses.push(answer.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(statuses[7], 429, "{statuses:?}");
+    let rows = audit_rows(&app, "viewer_token_failed").await;
+    assert_eq!(rows.len(), 1, "one row a minute per client: {rows:?}");
+    // The right token from elsewhere still works.
+    let viewer = app
+        .client
+        .get(app.url("/api/v2/queues"))
+        .bearer_auth("the-viewer-token")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(viewer.status(), 200);
+}

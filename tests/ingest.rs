@@ -205,7 +205,10 @@ async fn bodies_that_are_not_json_get_400_and_json_of_another_shape_is_dead_lett
             r#"{"topicName":"v2.x","eventBody":[]}"#,
             "`eventBody` must be a JSON object",
         ),
-        (r#"{"hello":"world"}"#, "unrecognised payload"),
+        (
+            r#"{"hello":"world"}"#,
+            "unrecognised payload: no known envelope",
+        ),
     ];
     for (body, expected) in cases {
         let response = app.post_signed(body).await;

@@ -57,12 +57,12 @@ pub async fn login(secret: String, next: String) -> Result<(), ServerFnError> {
             // Failures are audited once a minute per address, with their count, so a flood
             // cannot fill the audit table.
             if let Some(failures) = due {
-                audit(
+                crate::server::audit::failed_secrets(
                     &db,
-                    &actor,
+                    "sign-in",
+                    client,
                     "sign_in_failed",
-                    Some(failures.into()),
-                    serde_json::json!({}),
+                    failures,
                 )
                 .await;
             }

@@ -1,6 +1,7 @@
 //! The audit trail: who did what to the dead letters, and who signed in.
 
 use super::{
+    client::ClientIp,
     domain::now_ms,
     store::{AuditRecord, Db},
 };
@@ -24,4 +25,27 @@ pub async fn record(
     if let Err(err) = db.record_audit(&record).await {
         tracing::error!(error = %err, action, "cannot record the audit entry");
     }
+}
+
+/// Records `failures` wrong secrets from `client` at once (the sign-in guard hands them over
+/// at most once a minute per client, so a flood writes one row a minute, not one a guess).
+pub async fn failed_secrets(
+    db: &Db,
+    via: &str,
+    client: Option<ClientIp>,
+    action: &str,
+    failures: u32,
+) {
+    let actor = match client {
+        Some(ip) => format!("{via} from {ip}"),
+        None => format!("{via} from an unknown address"),
+    };
+    record(
+        db,
+        &actor,
+        action,
+        Some(failures.into()),
+        serde_json::json!({}),
+    )
+    .await;
 }

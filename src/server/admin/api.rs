@@ -51,18 +51,7 @@ pub async fn require_token(
             audit: Some(failures),
         } = denied
         {
-            let actor = match client {
-                Some(ip) => format!("admin API from {ip}"),
-                None => "admin API from an unknown address".to_owned(),
-            };
-            audit::record(
-                &db,
-                &actor,
-                "admin_token_failed",
-                Some(failures.into()),
-                json!({}),
-            )
-            .await;
+            audit::failed_secrets(&db, "admin API", client, "admin_token_failed", failures).await;
         }
         return Err(denied.into());
     }

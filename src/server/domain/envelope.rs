@@ -158,7 +158,7 @@ pub fn parse(body: &[u8]) -> Result<Envelope, InvalidPayload> {
         });
     }
     Err(invalid(
-        "unrecognised payload: expected a simple event (`event`, `timestamp`, `data`), a Genesys \
+        "no known envelope: expected a simple event (`event`, `timestamp`, `data`), a Genesys \
          Cloud notification (`topicName`, `eventBody`) or an EventBridge envelope \
          (`detail-type`, `detail`)",
     ))
@@ -275,7 +275,7 @@ mod tests {
     fn errors_name_the_offending_field() {
         assert!(err("{").starts_with("malformed JSON"));
         assert!(err("[1,2]").starts_with("the body must be a JSON object"));
-        assert!(err(r#"{"foo":1}"#).starts_with("unrecognised payload"));
+        assert!(err(r#"{"foo":1}"#).starts_with("no known envelope"));
         assert_eq!(
             err(r#"{"event":"e","timestamp":"2026-01-31T09:30:00Z"}"#),
             "missing field `data`"

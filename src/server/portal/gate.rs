@@ -81,18 +81,8 @@ pub async fn exchange_viewer_link(
         }
         Ok(Verdict::Denied { audit: due }) => {
             if let Some(failures) = due {
-                let actor = match client {
-                    Some(ip) => format!("viewer link from {ip}"),
-                    None => "viewer link from an unknown address".to_owned(),
-                };
-                audit::record(
-                    &db,
-                    &actor,
-                    "viewer_link_failed",
-                    Some(failures.into()),
-                    json!({}),
-                )
-                .await;
+                audit::failed_secrets(&db, "viewer link", client, "viewer_token_failed", failures)
+                    .await;
             }
             return viewer_needed(
                 StatusCode::UNAUTHORIZED,
@@ -123,6 +113,7 @@ pub async fn exchange_viewer_link(
 pub async fn require_viewer(
     State(portal): State<Arc<Portal>>,
     State(guard): State<SignInGuard>,
+    State(db): State<Db>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -146,7 +137,18 @@ pub async fn require_viewer(
             portal.viewer_token_matches(&token)
         }) {
             Ok(Verdict::Granted) => return next.run(request).await,
-            Ok(Verdict::Denied { .. }) => {}
+            Ok(Verdict::Denied { audit: due }) => {
+                if let Some(failures) = due {
+                    audit::failed_secrets(
+                        &db,
+                        "viewer token",
+                        client,
+                        "viewer_token_failed",
+                        failures,
+                    )
+                    .await;
+                }
+            }
             Err(throttled) => {
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
