@@ -611,3 +611,56 @@ async fn guessing_the_viewer_token_is_throttled_and_audited_like_the_admin_token
         .expect("answered");
     assert_eq!(viewer.status(), 200);
 }
+
+#[tokio::test]
+async fn a_viewers_open_stream_ends_soon_after_its_session_is_revoked() {
+    let app = spawn_app_with(|c| {
+        c.viewer_token = Some("the-viewer-token".into());
+        c.stream_session_check_secs = 1;
+    })
+    .await;
+    let link = no_redirects()
+        .get(app.url("/?token=the-viewer-token"))
+        .send()
+        .await
+        .expect("viewer link");
+    assert!(link.status().is_redirection(), "{}", link.status());
+    let cookie = cookie_of(&link);
+    let stream = app
+        .client
+        .get(app.url("/api/v2/stream"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let config = gc_status::server::config::Config::for_database(app.database_url.clone());
+    let revoke = gc_status::server::config::Command::Sessions {
+        action: gc_status::server::config::SessionsAction::Revoke {
+            all: false,
+            role: Some("viewer".into()),
+        },
+    };
+    gc_status::server::cli::run(&config, &revoke)
+        .await
+        .expect("revoked");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), stream.text())
+        .await
+        .expect("the stream ends")
+        .expect("text");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its reconnection is refused: the session is gone.
+    let again = app
+        .client
+        .get(app.url("/api/v2/stream"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}

@@ -30,10 +30,6 @@ pub async fn list_queues(
     Ok(Json(status.snapshot().await?))
 }
 
-/// How often an open stream checks that the session it was opened with still exists (a
-/// revoked or rotated-out session's wallboard stops within this).
-const SESSION_RECHECK: Duration = Duration::from_secs(30);
-
 /// Server-sent `status` events carrying a [`StatusSnapshot`]: the current one at once, then
 /// each change (at most twice a second, from the shared [`StatusFeed`]), and a `heartbeat`
 /// every [`HEARTBEAT`].
@@ -74,9 +70,9 @@ pub async fn stream_status(
     // Ends the stream: shutdown, the lifetime, or its session gone.
     let ended = CancellationToken::new();
     let ending = ended.clone();
-    let lifetime = limits.streams.lifetime;
+    let (lifetime, session_check) = (limits.streams.lifetime, limits.streams.session_check);
     tokio::spawn(async move {
-        let mut recheck = tokio::time::interval(SESSION_RECHECK);
+        let mut recheck = tokio::time::interval(session_check);
         recheck.tick().await;
         let deadline = tokio::time::sleep(lifetime);
         tokio::pin!(deadline);

@@ -178,6 +178,16 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_STREAM_MAX_SECS", default_value_t = 3600)]
     pub stream_max_secs: u64,
 
+    /// How often an open status stream checks that its session still exists (seconds): a
+    /// revoked session's wallboard stops within this.
+    #[arg(
+        long,
+        env = "GC_STATUS_STREAM_SESSION_CHECK_SECS",
+        default_value_t = 30,
+        hide = true
+    )]
+    pub stream_session_check_secs: u64,
+
     /// Reverse proxies whose `X-Forwarded-For` is believed, comma-separated addresses or
     /// ranges (e.g. 10.0.0.5,10.1.0.0/16). Unset: none; the client is the TCP peer.
     #[arg(long, env = "GC_STATUS_TRUSTED_PROXIES", value_delimiter = ',')]

@@ -59,6 +59,7 @@ impl Limits {
             streams: StreamSlots {
                 per_client: config.max_streams_per_address.max(1),
                 lifetime: Duration::from_secs(config.stream_max_secs.max(1)),
+                session_check: Duration::from_secs(config.stream_session_check_secs.max(1)),
                 open: PerAddress::default(),
             },
         }
@@ -170,6 +171,8 @@ pub struct StreamSlots {
     per_client: usize,
     /// A stream ends after this long; the page reconnects (and is checked again).
     pub lifetime: Duration,
+    /// How often a stream checks that the session it was opened with still exists.
+    pub session_check: Duration,
     open: PerAddress,
 }
 
