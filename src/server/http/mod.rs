@@ -179,6 +179,9 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
                 })
                 .on_request(())
+                // The response line has the status already; a failure line per shed request
+                // would only flood the log under the very overload it reports.
+                .on_failure(())
                 .on_response(
                     DefaultOnResponse::new()
                         .level(tracing::Level::INFO)
