@@ -523,3 +523,94 @@ fn lease(token: i64) -> gc_status::server::store::ClaimRequest {
         limit: 10,
     }
 }
+
+/// A queue observation as Genesys sends it through EventBridge: for queue `queue`, sent at
+/// `sent_ms`, inside the 30-minute interval that began at `interval_ms`, with voice and message
+/// figures and the longest wait as the epoch time it began.
+fn eventbridge_observation(
+    queue: &str,
+    sent_ms: i64,
+    interval_ms: i64,
+    waiting_since: i64,
+) -> String {
+    let interval = format!(
+        "{}/{}",
+        rfc3339(interval_ms),
+        rfc3339(interval_ms + 30 * 60_000)
+    );
+    let media = |media: &str, waiting: i64, num: i64, den: i64| {
+        format!(
+            concat!(
+                r#"{{"group":{{"queueId":"{queue}","mediaType":"{media}"}},"data":[{{"interval":"{interval}","metrics":["#,
+                r#"{{"metric":"oWaiting","stats":{{"count":{waiting}}}}},"#,
+                r#"{{"metric":"oLongestWaiting","stats":{{"count":{waiting},"calculatedMetricValue":{waiting_since}}}}},"#,
+                r#"{{"metric":"oServiceLevel","stats":{{"ratio":{ratio},"numerator":{num},"denominator":{den},"target":0.8}}}}"#,
+                r#"]}}]}}"#
+            ),
+            queue = queue,
+            media = media,
+            interval = interval,
+            waiting = waiting,
+            waiting_since = waiting_since,
+            num = num,
+            den = den,
+            ratio = num as f64 / den as f64
+        )
+    };
+    let bridge = |body: String| {
+        format!(
+            r#"{{"version":"0","id":"{}","detail-type":"v2.analytics.queues.{{id}}.observations","source":"aws.partner/genesys.com/cloud/org/events","account":"123456789012","time":"{}","region":"eu-west-1","resources":[],"detail":{{"topicName":"v2.analytics.queues.{queue}.observations","version":"2","eventBody":{body}}}}}"#,
+            uuid(),
+            rfc3339(sent_ms / 1000 * 1000)
+        )
+    };
+    [
+        bridge(media("voice", 3, 9, 10)),
+        bridge(media("message", 1, 1, 2)),
+    ]
+    .join("\n")
+}
+
+fn uuid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed) ^ (now_ms() as u64);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        n as u32,
+        (n >> 32) as u16,
+        n & 0xfff,
+        (n >> 12) & 0xfff,
+        n & 0xffff_ffff_ffff
+    )
+}
+
+#[tokio::test]
+async fn a_queue_observation_sent_late_in_its_interval_shows_weighted_figures_and_a_true_longest_wait(
+) {
+    let app = spawn_app().await;
+    let now = now_ms();
+    // 17 minutes into the interval: older than the 5-minute freshness if its interval start
+    // were its time, as it was.
+    let interval_start = now - 17 * 60_000;
+    let waiting_since = now - 95_000;
+    let bodies = eventbridge_observation(
+        "3f1c9a52-7d0e-4f6b-9a55-0c8b1e2f3a4d",
+        now,
+        interval_start,
+        waiting_since,
+    );
+    for body in bodies.lines() {
+        let answer = json(app.post_signed(body).await).await;
+        assert_eq!(answer["duplicate"], false, "{answer}");
+    }
+    app.worker.run_until_idle_at(now_ms()).await.expect("run");
+    let q = app.queue("3f1c9a52-7d0e-4f6b-9a55-0c8b1e2f3a4d").await;
+    assert_eq!(q["waiting"], 4, "{q}");
+    // Voice 9 of 10 and message 1 of 2 within target: 10 of 12, weighted.
+    let level = q["service_level"].as_f64().expect("a service level");
+    assert!((level - 10.0 / 12.0).abs() < 1e-6, "{q}");
+    // The longest wait is now − its start (about 95 s), not a count read as milliseconds.
+    let longest = q["longest_waiting_ms"].as_i64().expect("a longest wait");
+    assert!((95_000..120_000).contains(&longest), "{q}");
+}

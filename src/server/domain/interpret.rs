@@ -100,6 +100,8 @@ struct Notification<'a> {
 struct EventBridge<'a> {
     #[serde(borrow)]
     detail: Notification<'a>,
+    /// When the event was sent (RFC 3339): an observation's "now".
+    time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,7 +150,17 @@ struct Stats {
     sum: Option<f64>,
     max: Option<f64>,
     ratio: Option<f64>,
+    numerator: Option<f64>,
+    denominator: Option<f64>,
+    /// `oLongestWaiting` in current payloads: the epoch ms at which the longest-waiting
+    /// conversation started waiting (not a duration).
+    #[serde(rename = "calculatedMetricValue")]
+    calculated_metric_value: Option<f64>,
 }
+
+/// Epoch milliseconds above this are a point in time (2001-09-09 onwards), below it a
+/// duration: how `oLongestWaiting`'s two forms are told apart.
+const EPOCH_MS_FLOOR: f64 = 1e12;
 
 /// Interprets one stored event. `received_at` stands in for an event time the payload lacks.
 pub fn interpret(
@@ -173,7 +185,7 @@ fn check_clock(effect: &Effect, received_at: i64, max_skew_ms: i64) -> Result<()
             .into_iter()
             .flatten()
             .max(),
-        Effect::Observation(o) => Some(o.observed_at),
+        Effect::Observation(o) => o.interval_start.max(Some(o.observed_at)),
     };
     match latest {
         Some(at) if at > received_at.saturating_add(max_skew_ms) => Err(permanent(format!(
@@ -201,7 +213,15 @@ fn interpret_payload(payload: &[u8], received_at: i64) -> Result<Effect, Process
         }
         EnvelopeKind::EventBridge => {
             let eb: EventBridge = serde_json::from_slice(payload).map_err(bad)?;
-            notification(eb.detail, received_at)
+            // The sender's own time, when it is not after the receipt: what "now" was for
+            // the `o*` figures it carries.
+            let sent_at = eb
+                .time
+                .as_deref()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond().min(received_at))
+                .unwrap_or(received_at);
+            notification(eb.detail, sent_at)
         }
     }
 }
@@ -321,7 +341,7 @@ fn acd(body: AcdEvent, phase: AcdPhase, topic: &str) -> Result<Effect, ProcessEr
 fn observation(
     body: ObservationBody,
     queue_from_topic: &str,
-    received_at: i64,
+    sent_at: i64,
 ) -> Result<Effect, ProcessError> {
     let queue_id = body
         .group
@@ -331,11 +351,13 @@ fn observation(
     if queue_id.is_empty() || queue_id.contains('{') {
         return Err(permanent("queue observation without a queue id"));
     }
+    // The `o*` metrics are "now" values: as fresh as the notification (its own time, else
+    // its receipt), whatever interval the `t*`/`n*` figures belong to.
+    let observed_at = sent_at;
     let mut figures = Map::new();
-    let mut observed_at: Option<i64> = None;
+    let mut interval_start: Option<i64> = None;
     let mut on_queue = Map::new();
-    let mut wait_sum = 0.0;
-    let mut wait_count = 0.0;
+    let (mut answer_sum, mut answer_count) = (0.0, 0.0);
     for interval in body.data {
         if let Some(start) = interval
             .interval
@@ -343,7 +365,11 @@ fn observation(
             .and_then(|i| i.split('/').next())
             .and_then(|s| s.parse::<jiff::Timestamp>().ok())
         {
-            observed_at = Some(observed_at.unwrap_or(i64::MIN).max(start.as_millisecond()));
+            interval_start = Some(
+                interval_start
+                    .unwrap_or(i64::MIN)
+                    .max(start.as_millisecond()),
+            );
         }
         for m in interval.metrics {
             let s = &m.stats;
@@ -353,12 +379,28 @@ fn observation(
                 "oInteracting" => "interacting",
                 "oAlerting" => "alerting",
                 "nOffered" => "offered",
-                "tAnswered" => "answered",
                 "tAbandon" => "abandoned",
+                // Average speed of answer is Genesys's tAnswered (sum ÷ count); tWait also
+                // counts the conversations that were abandoned.
+                "tAnswered" => {
+                    answer_sum += s.sum.unwrap_or(0.0);
+                    answer_count += s.count.unwrap_or(0.0);
+                    "answered"
+                }
                 "oLongestWaiting" => {
-                    if let Some(ms) = s.max.or(s.sum).or(s.count) {
-                        figures.insert("longest_waiting_ms".into(), Value::from(ms.round() as i64));
-                    }
+                    // Kept as the time the longest wait began, so the board can tick.
+                    let since = match (s.calculated_metric_value, s.max) {
+                        (Some(v), _) if v > EPOCH_MS_FLOOR => Some(v.round() as i64),
+                        (Some(ms), _) | (None, Some(ms)) if ms >= 0.0 => {
+                            Some(observed_at.saturating_sub(ms.round() as i64))
+                        }
+                        _ => None,
+                    };
+                    // Nobody waiting (no value): clear what an earlier observation said.
+                    figures.insert(
+                        "longest_waiting_since".into(),
+                        since.map_or(Value::Null, Value::from),
+                    );
                     continue;
                 }
                 "oOnQueueUsers" => {
@@ -369,14 +411,14 @@ fn observation(
                     );
                     continue;
                 }
-                "tWait" => {
-                    wait_sum += s.sum.unwrap_or(0.0);
-                    wait_count += s.count.unwrap_or(0.0);
-                    continue;
-                }
                 "oServiceLevel" => {
                     if let Some(ratio) = s.ratio {
                         figures.insert("service_level".into(), Value::from(ratio));
+                    }
+                    // Numerator and denominator, so media types combine weighted.
+                    if let (Some(n), Some(d)) = (s.numerator, s.denominator) {
+                        figures.insert("service_level_numerator".into(), Value::from(n));
+                        figures.insert("service_level_denominator".into(), Value::from(d));
                     }
                     continue;
                 }
@@ -390,8 +432,9 @@ fn observation(
     if !on_queue.is_empty() {
         figures.insert("on_queue_users".into(), Value::Object(on_queue));
     }
-    if wait_count > 0.0 {
-        figures.insert("average_wait_ms".into(), Value::from(wait_sum / wait_count));
+    if answer_count > 0.0 {
+        figures.insert("answer_ms_sum".into(), Value::from(answer_sum));
+        figures.insert("answer_count".into(), Value::from(answer_count));
     }
     if figures.is_empty() {
         return Err(permanent(
@@ -401,7 +444,8 @@ fn observation(
     Ok(Effect::Observation(ObservationUpdate {
         queue_id,
         media_type: body.group.media_type.unwrap_or_default(),
-        observed_at: observed_at.unwrap_or(received_at),
+        observed_at,
+        interval_start,
         figures,
     }))
 }
@@ -534,23 +578,84 @@ mod tests {
     #[test]
     fn observation_metrics_are_extracted() {
         let e = run(
-            r#"{"topicName":"v2.analytics.queues.q9.observations","eventBody":{"group":{"queueId":"q9","mediaType":"voice"},"data":[{"interval":"2026-11-29T10:00:00Z/2026-11-29T10:00:01Z","metrics":[{"metric":"oWaiting","stats":{"count":4}},{"metric":"oOnQueueUsers","qualifier":"IDLE","stats":{"count":2}},{"metric":"tWait","stats":{"count":2,"sum":3000,"max":2000}},{"metric":"oServiceLevel","stats":{"ratio":0.75,"numerator":3,"denominator":4,"target":0.8}}]}]}}"#,
+            r#"{"topicName":"v2.analytics.queues.q9.observations","eventBody":{"group":{"queueId":"q9","mediaType":"voice"},"data":[{"interval":"2026-11-29T10:00:00Z/2026-11-29T10:30:00Z","metrics":[{"metric":"oWaiting","stats":{"count":4}},{"metric":"oOnQueueUsers","qualifier":"IDLE","stats":{"count":2}},{"metric":"tAnswered","stats":{"count":2,"sum":3000,"max":2000}},{"metric":"tWait","stats":{"count":5,"sum":90000}},{"metric":"oServiceLevel","stats":{"ratio":0.75,"numerator":3,"denominator":4,"target":0.8}}]}]}}"#,
         );
         let Ok(Effect::Observation(o)) = e else {
             panic!("{e:?}")
         };
         assert_eq!(o.queue_id, "q9");
         assert_eq!(o.figures["waiting"], 4);
+        assert_eq!(o.figures["answered"], 2);
         assert_eq!(o.figures["on_queue_users"]["IDLE"], 2);
-        assert_eq!(o.figures["average_wait_ms"], 1500.0);
+        // Speed of answer from tAnswered (tWait also counts abandoned conversations).
+        assert_eq!(o.figures["answer_ms_sum"], 3000.0);
+        assert_eq!(o.figures["answer_count"], 2.0);
         assert_eq!(o.figures["service_level"], 0.75);
+        assert_eq!(o.figures["service_level_numerator"], 3.0);
+        assert_eq!(o.figures["service_level_denominator"], 4.0);
+        // A Genesys notification carries no time of its own: the figures are as of receipt,
+        // and the interval is kept apart.
+        assert_eq!(o.observed_at, LATER);
         assert_eq!(
-            o.observed_at,
-            "2026-11-29T10:00:00Z"
-                .parse::<jiff::Timestamp>()
-                .expect("ts")
-                .as_millisecond()
+            o.interval_start,
+            Some(
+                "2026-11-29T10:00:00Z"
+                    .parse::<jiff::Timestamp>()
+                    .expect("ts")
+                    .as_millisecond()
+            )
         );
+    }
+
+    fn at(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>()
+            .expect("a time")
+            .as_millisecond()
+    }
+
+    /// An EventBridge observation sent at `sent`, 17 minutes into its interval.
+    fn bridged_observation(sent: &str, longest: &str) -> String {
+        format!(
+            r#"{{"version":"0","id":"4b3e9c1a-7d0e-4f6b-9a55-0c8b1e2f3a4d","detail-type":"v2.analytics.queues.{{id}}.observations","source":"aws.partner/genesys.com/cloud/o/e","account":"1","time":"{sent}","region":"eu-west-1","resources":[],"detail":{{"topicName":"v2.analytics.queues.3f1c.observations","version":"2","eventBody":{{"group":{{"queueId":"3f1c","mediaType":"voice"}},"data":[{{"interval":"2026-12-01T07:30:00.000Z/2026-12-01T08:00:00.000Z","metrics":[{{"metric":"oWaiting","stats":{{"count":2}}}},{{"metric":"oLongestWaiting","stats":{longest}}}]}}]}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn an_observation_is_as_fresh_as_it_was_sent_not_as_its_interval_began() {
+        let received = at("2026-12-01T07:47:05Z");
+        let body = bridged_observation("2026-12-01T07:47:00Z", r#"{"count":1}"#);
+        let e = interpret(
+            "v2.analytics.queues.3f1c.observations",
+            body.as_bytes(),
+            received,
+            &Rules::default(),
+        );
+        let Ok(Effect::Observation(o)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(o.observed_at, at("2026-12-01T07:47:00Z"));
+        assert_eq!(o.interval_start, Some(at("2026-12-01T07:30:00Z")));
+        // A count alone says nothing about how long anyone waits.
+        assert_eq!(o.figures["longest_waiting_since"], Value::Null);
+    }
+
+    #[test]
+    fn the_longest_wait_is_kept_as_the_time_it_began_from_either_form() {
+        let received = at("2026-12-01T07:47:05Z");
+        let started = at("2026-12-01T07:45:25Z");
+        for longest in [
+            // Current payloads: the epoch ms the longest wait began.
+            format!(r#"{{"count":2,"calculatedMetricValue":{started}}}"#),
+            // Older ones: a duration (100 s before the notification's time).
+            r#"{"count":2,"max":95000}"#.to_owned(),
+        ] {
+            let body = bridged_observation("2026-12-01T07:47:00Z", &longest);
+            let e = interpret("t", body.as_bytes(), received, &Rules::default());
+            let Ok(Effect::Observation(o)) = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(o.figures["longest_waiting_since"], started, "{longest}");
+        }
     }
 
     #[test]

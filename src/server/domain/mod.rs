@@ -61,7 +61,10 @@ pub struct ConversationUpdate {
 pub struct ObservationUpdate {
     pub queue_id: String,
     pub media_type: String,
+    /// When the figures were current: the notification's own time, else its receipt.
     pub observed_at: i64,
+    /// The start of the (latest) interval the `t*`/`n*` figures belong to.
+    pub interval_start: Option<i64>,
     /// Only the metrics present in the event, keyed as in [`crate::model::QueueStatus`].
     pub figures: Map<String, Value>,
 }

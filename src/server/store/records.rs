@@ -137,7 +137,7 @@ pub fn assemble_statuses(
                 queue_id,
                 ..QueueStatus::default()
             });
-        apply_observations(status, &per_media);
+        apply_observations(status, &per_media, w.now);
     }
     let named: HashMap<String, String> = named.into_iter().collect();
     let mut list: Vec<QueueStatus> = queues
@@ -161,8 +161,10 @@ pub fn assemble_statuses(
     list
 }
 
-/// Overlays fresh observation figures (one map per media type) on a queue's status.
-fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]) {
+/// Overlays fresh observation figures (one map per media type) on a queue's status. Counts
+/// add up across media types; ratios are weighted (Σ numerators ÷ Σ denominators, Σ sums ÷
+/// Σ counts), never a mean of per-media ratios; the longest wait is the earliest start.
+fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>], now: i64) {
     let sum = |key: &str| -> Option<i64> {
         let values: Vec<i64> = per_media
             .iter()
@@ -170,6 +172,20 @@ fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]
             .collect();
         (!values.is_empty()).then(|| values.iter().sum())
     };
+    let weighted = |numerator: &str, denominator: &str| -> Option<f64> {
+        let (mut n, mut d) = (0.0, 0.0);
+        for f in per_media {
+            if let (Some(a), Some(b)) = (
+                f.get(numerator).and_then(Value::as_f64),
+                f.get(denominator).and_then(Value::as_f64),
+            ) {
+                n += a;
+                d += b;
+            }
+        }
+        (d > 0.0).then(|| n / d)
+    };
+    // Rows stored before ratios were kept weighted carry only the ratio.
     let mean = |key: &str| -> Option<f64> {
         let values: Vec<f64> = per_media
             .iter()
@@ -192,17 +208,25 @@ fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>]
     if let Some(v) = sum("abandoned") {
         status.abandoned = v;
     }
-    if let Some(v) = per_media
+    let longest = per_media
         .iter()
-        .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
-        .max()
-    {
+        .filter_map(|f| f.get("longest_waiting_since")?.as_i64())
+        .min()
+        .map(|since| now.saturating_sub(since).max(0))
+        .or_else(|| {
+            per_media
+                .iter()
+                .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
+                .max()
+        });
+    if let Some(v) = longest {
         status.longest_waiting_ms = Some(v);
     }
-    if let Some(v) = mean("average_wait_ms") {
+    if let Some(v) = weighted("answer_ms_sum", "answer_count").or_else(|| mean("average_wait_ms")) {
         status.average_wait_ms = Some(v);
     }
-    status.service_level = mean("service_level");
+    status.service_level = weighted("service_level_numerator", "service_level_denominator")
+        .or_else(|| mean("service_level"));
     for figures in per_media {
         if let Some(users) = figures.get("on_queue_users").and_then(Value::as_object) {
             for (qualifier, n) in users {
@@ -357,4 +381,57 @@ where
         dead: c.dead.unwrap_or(0),
         total: c.pending + c.processing + done + c.dead_events.unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn figures(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn media_types_combine_weighted_and_the_longest_wait_ticks_from_its_start() {
+        let now = 1_000_000_000_000_000;
+        let voice = figures(json!({
+            "waiting": 3, "answered": 9,
+            "service_level_numerator": 9.0, "service_level_denominator": 10.0, "service_level": 0.9,
+            "answer_ms_sum": 90_000.0, "answer_count": 9.0,
+            "longest_waiting_since": now - 95_000,
+        }));
+        let message = figures(json!({
+            "waiting": 1, "answered": 1,
+            "service_level_numerator": 1.0, "service_level_denominator": 2.0, "service_level": 0.5,
+            "answer_ms_sum": 110_000.0, "answer_count": 1.0,
+            "longest_waiting_since": now - 20_000,
+        }));
+        let mut status = QueueStatus::default();
+        apply_observations(&mut status, &[voice, message], now);
+        assert_eq!(status.waiting, 4);
+        assert_eq!(status.answered, 10);
+        // 10 of 12 within the target: 83 %, not the 70 % a mean of 90 % and 50 % gives.
+        let level = status.service_level.expect("a service level");
+        assert!((level - 10.0 / 12.0).abs() < 1e-9, "{level}");
+        // 200 s over 10 answers, not the mean of 10 s and 110 s.
+        assert_eq!(status.average_wait_ms, Some(20_000.0));
+        assert_eq!(status.longest_waiting_ms, Some(95_000));
+    }
+
+    #[test]
+    fn rows_from_before_weighting_still_read() {
+        let old = figures(
+            json!({ "service_level": 0.75, "average_wait_ms": 1500.0, "longest_waiting_ms": 3000 }),
+        );
+        let mut status = QueueStatus::default();
+        apply_observations(&mut status, &[old], 0);
+        assert_eq!(status.service_level, Some(0.75));
+        assert_eq!(status.average_wait_ms, Some(1500.0));
+        assert_eq!(status.longest_waiting_ms, Some(3000));
+    }
 }

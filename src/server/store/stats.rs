@@ -429,6 +429,7 @@ mod tests {
             queue_id: "q".into(),
             media_type: "voice".into(),
             observed_at: at,
+            interval_start: None,
             figures,
         })
     }
