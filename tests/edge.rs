@@ -94,6 +94,29 @@ async fn a_connection_that_sends_nothing_or_only_the_http2_preface_is_closed() {
     );
 }
 
+/// Opens `n` connections from `from` and has each answered once, so each is known to be
+/// admitted and stays open (kept alive) afterwards.
+async fn admitted(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|_| {
+                let mut stream =
+                    connect_from(from, to, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 512];
+                while !String::from_utf8_lossy(&seen).contains("\"ok\"") {
+                    let read = stream.read(&mut buf).expect("an answer");
+                    assert!(read > 0, "closed before answering");
+                    seen.extend_from_slice(&buf[..read]);
+                }
+                stream
+            })
+            .collect()
+    })
+    .await
+    .expect("connect")
+}
+
 #[tokio::test]
 async fn past_the_connection_caps_new_connections_are_refused_at_once_and_counted() {
     let app = spawn_app_with(|c| {
@@ -103,10 +126,7 @@ async fn past_the_connection_caps_new_connections_are_refused_at_once_and_counte
     .await;
     let addr = app.addr;
     // Two idle connections from one address fill its share...
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| connect_from(loopback(2), addr, b""))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = admitted(loopback(2), addr, 2).await;
     // ...so a third from it is closed at once, while another address is served.
     let third = tokio::task::spawn_blocking(move || {
         until_closed(connect_from(
@@ -128,10 +148,11 @@ async fn past_the_connection_caps_new_connections_are_refused_at_once_and_counte
         200
     );
     // Fill the total cap from other addresses: the next connection is refused too.
-    let more: Vec<TcpStream> = (3..7)
-        .map(|i| connect_from(loopback(i), addr, b""))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (Open so far: the two held ones and the client's kept-alive one: three more fill six.)
+    let mut more = Vec::new();
+    for i in 3..6 {
+        more.extend(admitted(loopback(i), addr, 1).await);
+    }
     let over = tokio::task::spawn_blocking(move || {
         until_closed(connect_from(
             loopback(9),

@@ -13,12 +13,7 @@
 //! limits to get right (a client that sends only the preface), for no client that needs it.
 //! A request in HTTP/2 is answered 400 by the HTTP/1 parser and the connection closed.
 
-use std::{
-    future::Future,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{body::Body, extract::ConnectInfo, Router};
 use hyper_util::{
@@ -178,11 +173,4 @@ pub async fn serve(
     connections.abort_all();
     while connections.join_next().await.is_some() {}
     Ok(())
-}
-
-/// The TCP peer of a request, where the accept loop recorded it (not in router unit tests).
-pub fn peer_addr(request_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    request_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr)
 }
