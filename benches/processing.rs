@@ -215,9 +215,12 @@ async fn main() {
                         now: now_ms(),
                         day_start: 0,
                         day_end: i64::MAX,
+                        interval_start: 0,
+                        interval_end: i64::MAX,
+                        timezone: &jiff::tz::TimeZone::UTC,
                         fresh_after: i64::MAX,
                         open_since: 0,
-                        names: &Default::default(),
+                        settings: &Default::default(),
                     })
                     .await
                     .expect("statistics");

@@ -27,7 +27,20 @@ export const E2E_SINK = `http://127.0.0.1:${port + 4}`;
 export const E2E_CROSS_SITE_PORTAL = `http://localhost:${port + 6}`;
 /** Thresholds and quiet time the tests trip. */
 export const E2E_ALERT_WAITING = 2;
+export const E2E_CRITICAL_WAITING = 4;
+/** A queue whose own thresholds (from the queues file) are lower than the global ones. */
+export const E2E_STRICT_QUEUE = "q-strict";
 export const E2E_STALE_AFTER_SECS = 3;
+
+/** The queues file of the main instance: a name and a queue with thresholds of its own. */
+const queuesFile = path.join(path.dirname(database), "queues.json");
+fs.mkdirSync(path.dirname(queuesFile), { recursive: true });
+fs.writeFileSync(
+  queuesFile,
+  JSON.stringify({
+    [E2E_STRICT_QUEUE]: { name: "Strict queue", thresholds: { critical: { waiting: 0 } } },
+  }),
+);
 
 function server(listen: number, db: string, extra: Record<string, string>) {
   return {
@@ -80,6 +93,9 @@ export default defineConfig({
       GC_STATUS_ALERT_WAITING: String(E2E_ALERT_WAITING),
       GC_STATUS_STALE_AFTER_SECS: String(E2E_STALE_AFTER_SECS),
       GC_STATUS_ALERT_SERVICE_LEVEL: "80",
+      GC_STATUS_CRITICAL_WAITING: String(E2E_CRITICAL_WAITING),
+      GC_STATUS_QUEUES_FILE: queuesFile,
+      GC_STATUS_TIMEZONE: "Europe/Berlin",
     }),
     server(VIEWER_PORT, database.replace(/\.db$/, "-viewer.db"), {
       GC_STATUS_VIEWER_TOKEN: E2E_VIEWER_TOKEN,

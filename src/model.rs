@@ -63,9 +63,10 @@ pub struct ForwardPause {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueStatus {
     pub queue_id: String,
-    /// From payloads, else the names file, else the id.
+    /// From the queue settings file, else payloads, else the id.
     pub name: String,
-    /// `observations` when a fresh queue observation supplies the figures, else `conversations`.
+    /// Where the live counts come from: `observations` when a fresh queue observation
+    /// supplies them, else `conversations`.
     pub source: String,
     /// Conversations waiting in the queue now.
     pub waiting: i64,
@@ -73,36 +74,207 @@ pub struct QueueStatus {
     pub interacting: i64,
     /// Conversations being offered to an agent now (observations only).
     pub alerting: Option<i64>,
-    /// Agents on queue by routing status (observations only).
+    /// Agents on queue by routing status (observations only), as Genesys names them.
     pub on_queue_users: std::collections::BTreeMap<String, i64>,
-    /// Longest current wait in milliseconds.
+    /// Agents by state (observations only).
+    #[serde(default)]
+    pub agents: Option<Agents>,
+    /// Longest current wait in milliseconds, as of the snapshot.
     pub longest_waiting_ms: Option<i64>,
-    /// Offered in the current interval (observations only).
+    /// When the longest current wait began (RFC 3339, UTC).
+    #[serde(default)]
+    pub longest_waiting_since: Option<String>,
+    /// Offered today (same as `today.offered`).
     pub offered: Option<i64>,
-    /// Answered today (or in the observed interval).
+    /// Answered today (same as `today.answered`).
     pub answered: i64,
-    /// Abandoned today (or in the observed interval).
+    /// Abandoned today (same as `today.abandoned`).
     pub abandoned: i64,
-    /// Average wait before answer, in milliseconds.
+    /// Average speed of answer today, in milliseconds (same as `today.average_answer_ms`).
     pub average_wait_ms: Option<f64>,
-    /// Service level ratio 0..1 (observations only).
+    /// Service level today, 0..1 (same as `today.service_level`).
     pub service_level: Option<f64>,
+    /// Today's totals, from the source that covers more of the day.
+    #[serde(default)]
+    pub today: Option<Figures>,
+    /// The current 30-minute interval's figures.
+    #[serde(default)]
+    pub interval: Option<Figures>,
+    /// The same per media type (`voice`, `callback`, `chat`, `email`, `message`).
+    #[serde(default)]
+    pub media: std::collections::BTreeMap<String, MediaStatus>,
     /// Peak waiting conversations per minute over the last hour, oldest first; `None` where
     /// no sample exists.
     #[serde(default)]
     pub history: Vec<Option<i64>>,
 }
 
+/// Agents of a queue by state, from Genesys's user observations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agents {
+    /// On queue and available (`oOnQueueUsers` IDLE).
+    pub idle: Option<i64>,
+    /// On queue, handling a conversation of the queue (INTERACTING).
+    pub interacting: Option<i64>,
+    /// On queue, handling a conversation from elsewhere (COMMUNICATING).
+    pub communicating: Option<i64>,
+    /// On queue, not answering what is offered (NOT_RESPONDING).
+    pub not_responding: Option<i64>,
+    /// On queue in any routing status.
+    pub on_queue: Option<i64>,
+    /// Members signed in but off queue (`oOffQueueUsers`).
+    pub off_queue: Option<i64>,
+    /// Members signed in (`oActiveUsers`).
+    #[serde(default)]
+    pub active: Option<i64>,
+    /// Members of the queue (`oMemberUsers`).
+    #[serde(default)]
+    pub members: Option<i64>,
+}
+
+/// A queue's service-level target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceLevelTarget {
+    /// Answered within this many seconds counts as within the target.
+    pub seconds: i64,
+    /// The share (in percent) of conversations that should be.
+    pub percent: f64,
+}
+
+/// The counts and ratios of a period: today, or one 30-minute interval. Counts absent where
+/// no source reported them; ratios absent where their denominator is 0. (One flat struct for
+/// both, not a flattened one: serde's `flatten` would add its buffering code to the page.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Today: where its figures begin (RFC 3339 in `GC_STATUS_TIMEZONE`): the start of the
+    /// day, or later when gc-status holds nothing earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Today: `observations` (Genesys's own interval figures) or `conversations` (derived
+    /// from the conversation events), whichever covers more of the day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// An interval: its start and end (RFC 3339 in `GC_STATUS_TIMEZONE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Today: the queue's service-level target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_level_target: Option<ServiceLevelTarget>,
+    /// Conversations that entered the queue.
+    pub offered: Option<i64>,
+    /// Answered by an agent.
+    pub answered: Option<i64>,
+    /// Ended in the queue unanswered (the customer hung up or left).
+    pub abandoned: Option<i64>,
+    /// Of `abandoned`, those within the short-abandon time; present only when
+    /// `GC_STATUS_SHORT_ABANDON_SECS` is set, and then left out of both ratios.
+    #[serde(default)]
+    pub short_abandons: Option<i64>,
+    /// Left the queue unanswered to another destination (overflow, timeout, transfer).
+    pub flow_outs: Option<i64>,
+    /// `abandoned ÷ offered` (short abandons left out of both when they are excluded).
+    pub abandon_rate: Option<f64>,
+    /// `service_level_numerator ÷ service_level_denominator`.
+    pub service_level: Option<f64>,
+    /// Answered within the target.
+    pub service_level_numerator: Option<f64>,
+    /// Answered plus abandoned (short abandons and flow-outs excluded).
+    pub service_level_denominator: Option<f64>,
+    /// Average speed of answer: `answer_ms_sum ÷ answered`.
+    pub average_answer_ms: Option<f64>,
+    /// Time to answer summed over the answered conversations (ms).
+    pub answer_ms_sum: Option<f64>,
+}
+
+fn add_count(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn add_sum(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Figures {
+    /// Adds another period's or media type's figures: counts and sums add, ratios are then
+    /// recomputed from them (weighted, never a mean of ratios).
+    pub fn add(&mut self, other: &Figures) {
+        self.offered = add_count(self.offered, other.offered);
+        self.answered = add_count(self.answered, other.answered);
+        self.abandoned = add_count(self.abandoned, other.abandoned);
+        self.short_abandons = add_count(self.short_abandons, other.short_abandons);
+        self.flow_outs = add_count(self.flow_outs, other.flow_outs);
+        self.service_level_numerator =
+            add_sum(self.service_level_numerator, other.service_level_numerator);
+        self.service_level_denominator = add_sum(
+            self.service_level_denominator,
+            other.service_level_denominator,
+        );
+        self.answer_ms_sum = add_sum(self.answer_ms_sum, other.answer_ms_sum);
+        self.finish();
+    }
+
+    /// Computes the ratios from the counts. Short abandons (present only when they are
+    /// excluded) count neither as offered nor as abandoned.
+    pub fn finish(&mut self) {
+        let short = self.short_abandons.unwrap_or(0);
+        self.abandon_rate = match (self.abandoned, self.offered) {
+            (Some(abandoned), Some(offered)) if offered - short > 0 => {
+                Some((abandoned - short).max(0) as f64 / (offered - short) as f64)
+            }
+            _ => None,
+        };
+        self.service_level = match (self.service_level_numerator, self.service_level_denominator) {
+            (Some(n), Some(d)) if d > 0.0 => Some((n / d).clamp(0.0, 1.0)),
+            _ => None,
+        };
+        self.average_answer_ms = match (self.answer_ms_sum, self.answered) {
+            (Some(sum), Some(n)) if n > 0 => Some(sum / n as f64),
+            _ => None,
+        };
+    }
+}
+
+/// One media type's part of a queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaStatus {
+    pub waiting: Option<i64>,
+    pub interacting: Option<i64>,
+    pub longest_waiting_ms: Option<i64>,
+    pub today: Option<Figures>,
+    pub interval: Option<Figures>,
+}
+
 impl QueueStatus {
+    /// The queue's figures for one media type, or (`None`) for all of them.
+    pub fn part(&self, media: Option<&str>) -> Option<MediaStatus> {
+        match media {
+            Some(m) => self.media.get(m).cloned(),
+            None => Some(MediaStatus {
+                waiting: Some(self.waiting),
+                interacting: Some(self.interacting),
+                longest_waiting_ms: self.longest_waiting_ms,
+                today: self.today.clone(),
+                interval: self.interval.clone(),
+            }),
+        }
+    }
+
     /// Agents on queue in any routing status, when observed.
     pub fn agents_on_queue(&self) -> Option<i64> {
         (!self.on_queue_users.is_empty()).then(|| self.on_queue_users.values().sum())
     }
 
-    /// Abandoned as a share (0..1) of the conversations that ended in the queue today.
+    /// Abandoned as a share (0..1) of the conversations offered today.
     pub fn abandon_ratio(&self) -> Option<f64> {
-        let ended = self.answered + self.abandoned;
-        (ended > 0).then(|| self.abandoned as f64 / ended as f64)
+        self.today.as_ref().and_then(|t| t.abandon_rate)
     }
 
     /// How busy the queue is, for ordering the wallboard: waiting first, then interacting.
@@ -116,48 +288,111 @@ impl QueueStatus {
 }
 
 /// Limits above (or, for service level, below) which the wallboard flags a queue.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
     /// Waiting conversations.
     pub waiting: Option<i64>,
     /// Longest current wait, in seconds.
     pub longest_wait_secs: Option<i64>,
-    /// Service level, as a ratio 0..1: lower is a breach.
+    /// Service level today, as a ratio 0..1: lower is a breach.
     pub service_level: Option<f64>,
 }
 
-/// Why a queue is flagged; empty when it is within every threshold.
-pub fn breaches(
-    q: &QueueStatus,
-    t: &Thresholds,
-    longest_wait_ms: Option<i64>,
-) -> Vec<&'static str> {
-    let mut found = Vec::new();
-    if t.waiting.is_some_and(|max| q.waiting > max) {
-        found.push("waiting");
-    }
-    if let (Some(max), Some(wait)) = (t.longest_wait_secs, longest_wait_ms) {
-        if wait > max.saturating_mul(1000) {
-            found.push("longest wait");
+/// The two threshold levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub warning: Limits,
+    pub critical: Limits,
+}
+
+/// How far over its thresholds a queue is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Warning,
+    Critical,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Warning => "warning",
+            Level::Critical => "critical",
         }
     }
-    if let (Some(min), Some(level)) = (t.service_level, q.service_level) {
+}
+
+/// Which limits `part` is beyond, with the reason for each as text.
+fn beyond(part: &MediaStatus, l: &Limits, longest_wait_ms: Option<i64>) -> Vec<String> {
+    let mut found = Vec::new();
+    let waiting = part.waiting.unwrap_or(0);
+    if let Some(max) = l.waiting.filter(|max| waiting > *max) {
+        found.push(format!("{waiting} waiting (over {max})"));
+    }
+    if let (Some(max), Some(wait)) = (l.longest_wait_secs, longest_wait_ms) {
+        if wait > max.saturating_mul(1000) {
+            found.push(format!("a wait of {} s (over {max} s)", wait / 1000));
+        }
+    }
+    let level = part.today.as_ref().and_then(|t| t.service_level);
+    if let (Some(min), Some(level)) = (l.service_level, level) {
         if level < min {
-            found.push("service level");
+            // Whole percentages by integer formatting (float formatting would add its
+            // tables to the browser's wasm).
+            found.push(format!(
+                "service level {} % (under {} %)",
+                (level * 100.0).round() as i64,
+                (min * 100.0).round() as i64
+            ));
         }
     }
     found
 }
 
+/// The highest threshold level `part` (a queue, or one media type of it) breaches and why;
+/// `None` within every threshold.
+pub fn breaches(
+    part: &MediaStatus,
+    t: &Thresholds,
+    longest_wait_ms: Option<i64>,
+) -> Option<(Level, Vec<String>)> {
+    let critical = beyond(part, &t.critical, longest_wait_ms);
+    if !critical.is_empty() {
+        return Some((Level::Critical, critical));
+    }
+    let warning = beyond(part, &t.warning, longest_wait_ms);
+    (!warning.is_empty()).then_some((Level::Warning, warning))
+}
+
 /// Display settings the server sends with every snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BoardSettings {
+    /// Thresholds of queues without their own.
     pub thresholds: Thresholds,
+    /// Queues with thresholds of their own (from the queue settings file).
+    #[serde(default)]
+    pub queue_thresholds: std::collections::BTreeMap<String, Thresholds>,
+    /// `GC_STATUS_TIMEZONE` (an IANA name).
+    #[serde(default)]
+    pub timezone: String,
+    /// Its abbreviation now (`CET`, `UTC`): the label of every time shown.
+    #[serde(default)]
+    pub zone: String,
+    /// Its offset from UTC now, in seconds: times are shown in the zone.
+    #[serde(default)]
+    pub utc_offset_secs: i64,
     /// No event for this long marks the data stale.
     pub stale_after_secs: u64,
     /// Origins allowed to frame the widget: where it reports its height.
     #[serde(default)]
     pub frame_origins: Vec<String>,
+}
+
+impl BoardSettings {
+    /// The thresholds that apply to `queue`.
+    pub fn thresholds_for(&self, queue: &str) -> &Thresholds {
+        self.queue_thresholds.get(queue).unwrap_or(&self.thresholds)
+    }
 }
 
 /// Everything the live page shows, as pushed by `GET /api/v2/stream`.

@@ -60,3 +60,44 @@ export async function signIn(page: Page, next = "/admin/dead-letters", origin = 
   await page.waitForURL((url) => url.pathname + url.search === next);
   await hydrated(page);
 }
+
+/** Figures of one media type of a queue observation (Genesys's real notification shape). */
+export interface Observed {
+  waiting: number;
+  offered: number;
+  answered: number;
+  abandoned: number;
+  /** Answered within the target, of `answered + abandoned`. */
+  withinTarget: number;
+  answerMsSum: number;
+}
+
+/** A `v2.analytics.queues.{id}.observations` notification for the current 30-minute interval. */
+export function observation(queueId: string, mediaType: string, f: Observed) {
+  const now = Date.now();
+  const start = now - (now % 1_800_000);
+  const interval = `${new Date(start).toISOString()}/${new Date(start + 1_800_000).toISOString()}`;
+  const denominator = f.answered + f.abandoned;
+  return {
+    topicName: `v2.analytics.queues.${queueId}.observations`,
+    eventBody: {
+      group: { queueId, mediaType },
+      data: [
+        {
+          interval,
+          metrics: [
+            { metric: "oWaiting", stats: { count: f.waiting } },
+            { metric: "oLongestWaiting", stats: { count: f.waiting, calculatedMetricValue: now - 95_000 } },
+            { metric: "nOffered", stats: { count: f.offered } },
+            { metric: "tAnswered", stats: { count: f.answered, sum: f.answerMsSum, max: f.answerMsSum } },
+            { metric: "tAbandon", stats: { count: f.abandoned, sum: 1000 * f.abandoned } },
+            {
+              metric: "oServiceLevel",
+              stats: { ratio: f.withinTarget / denominator, numerator: f.withinTarget, denominator, target: 0.8 },
+            },
+          ],
+        },
+      ],
+    },
+  };
+}

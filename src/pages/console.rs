@@ -501,8 +501,8 @@ fn Letters(
                                 <th scope="col">"Event"</th>
                                 <th scope="col">"Type"</th>
                                 <th scope="col">"Queue"</th>
-                                <th scope="col" class="num">"Attempts"</th>
-                                <th scope="col">"Failed at"</th>
+                                <th scope="col" class="num" title="Attempts">"Tries"</th>
+                                <th scope="col" title="The step that failed">"Stage"</th>
                                 <th scope="col">"Last error"</th>
                                 <th scope="col">"Received"</th>
                                 <th scope="col">"Dead since"</th>
@@ -581,8 +581,12 @@ fn Letter(
                     {format::short_id(&row.id)}
                 </a>
             </td>
-            <td class="type">{row.event_type.clone()}</td>
-            <td>{row.queue_id.clone().unwrap_or_default()}</td>
+            <td class="type">
+                <span title=row.event_type.clone() tabindex="0">{row.event_type.clone()}</span>
+            </td>
+            <td class="queue" title=row.queue_id.clone().unwrap_or_default()>
+                {row.queue_id.clone().unwrap_or_default()}
+            </td>
             <td class="num">{row.attempts}</td>
             <td data-testid="stage">{format::stage(&row.stage)}</td>
             <td>

@@ -26,6 +26,18 @@ pub fn percent(ratio: Option<f64>) -> String {
     }
 }
 
+/// A media type as a supervisor reads it: `voice` → `Voice`.
+pub fn media(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        // ASCII only: Unicode case tables would add to the browser's wasm.
+        Some(first) => std::iter::once(first.to_ascii_uppercase())
+            .chain(chars)
+            .collect(),
+        None => "Other".to_owned(),
+    }
+}
+
 /// A count that may be unknown.
 pub fn count(n: Option<i64>) -> String {
     n.map_or_else(|| "–".to_owned(), |n| n.to_string())
@@ -53,6 +65,20 @@ pub fn utc(ms: i64) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// Epoch milliseconds as the time of day in a zone `offset_secs` from UTC: `14:03:07`.
+pub fn local_time(ms: i64, offset_secs: i64) -> String {
+    utc_time(ms.saturating_add(offset_secs.saturating_mul(1000)))
+}
+
+/// Epoch milliseconds as `14:03` in a zone `offset_secs` from UTC.
+pub fn local_minute(ms: i64, offset_secs: i64) -> String {
+    let rem = ms
+        .saturating_add(offset_secs.saturating_mul(1000))
+        .div_euclid(1000)
+        .rem_euclid(86_400);
+    format!("{:02}:{:02}", rem / 3600, rem / 60 % 60)
 }
 
 /// Only the time of day of [`utc`].

@@ -8,9 +8,9 @@ use leptos_router::hooks::use_params_map;
 use super::{
     format,
     live::{ConnectionBadge, Live, StaleBadge},
-    wallboard::{breach, ticking_wait, Sparkline},
+    wallboard::{breach, ticking_wait, BoardView, BreachNote, MediaFilter, Sparkline},
 };
-use crate::model::{QueueStatus, Thresholds};
+use crate::model::{MediaStatus, QueueStatus, Thresholds};
 
 #[component]
 pub fn WidgetPage() -> impl IntoView {
@@ -18,6 +18,7 @@ pub fn WidgetPage() -> impl IntoView {
     let only = Memo::new(move |_| params.with(|p| p.get("queue")));
     let live = Live::start();
     let hydrated = super::use_hydrated();
+    let board = BoardView::from_query();
     view! {
         <Suspense fallback=|| ()>
             {move || {
@@ -25,11 +26,16 @@ pub fn WidgetPage() -> impl IntoView {
                     .map(|result| match result {
                         Ok(snapshot) => {
                             let origins = snapshot.board.frame_origins.join(" ");
-                            let thresholds = snapshot.board.thresholds.clone();
-                            let queues: Vec<QueueStatus> = match only.get() {
-                                Some(id) => snapshot.queues.iter().filter(|q| q.queue_id == id).cloned().collect(),
-                                None => snapshot.queues.clone(),
-                            };
+                            let view_of = board.get();
+                            let media = view_of.media.clone();
+                            let cards: Vec<(QueueStatus, MediaStatus, Thresholds)> = snapshot
+                                .queues
+                                .iter()
+                                .filter(|q| only.get().is_none_or(|id| q.queue_id == id))
+                                .filter_map(|q| {
+                                    Some((q.clone(), q.part(media.as_deref())?, *snapshot.board.thresholds_for(&q.queue_id)))
+                                })
+                                .collect();
                             let empty = match only.get() {
                                 Some(id) => format!("No activity in queue {id} yet."),
                                 None => "No queue activity yet.".to_owned(),
@@ -45,14 +51,15 @@ pub fn WidgetPage() -> impl IntoView {
                                         <ConnectionBadge live=live />
                                         <StaleBadge live=live snapshot=snapshot.clone() />
                                     </header>
-                                    {if queues.is_empty() {
+                                    {only.get().is_none().then(|| view! { <MediaFilter snapshot=snapshot.clone() view_of=view_of.clone() path="/widget" /> })}
+                                    {if cards.is_empty() {
                                         view! { <p class="empty">{empty}</p> }.into_any()
                                     } else {
                                         view! {
                                             <ul class="widget-queues">
-                                                {queues
+                                                {cards
                                                     .into_iter()
-                                                    .map(|q| view! { <Card live=live queue=q thresholds=thresholds.clone() /> })
+                                                    .map(|(q, part, thresholds)| view! { <Card live=live queue=q part=part thresholds=thresholds /> })
                                                     .collect_view()}
                                             </ul>
                                         }
@@ -78,23 +85,30 @@ pub fn WidgetPage() -> impl IntoView {
 }
 
 #[component]
-fn Card(live: Live, queue: QueueStatus, thresholds: Thresholds) -> impl IntoView {
-    let longest = ticking_wait(live, &queue);
-    let found = breach(live, &queue, thresholds);
+fn Card(
+    live: Live,
+    queue: QueueStatus,
+    part: MediaStatus,
+    thresholds: Thresholds,
+) -> impl IntoView {
+    let longest = ticking_wait(live, &part);
+    let found = breach(live, &part, thresholds);
+    let today = part.today.clone().unwrap_or_default();
     view! {
-        <li class="card" data-queue=queue.queue_id.clone() data-breach=move || found.get().is_some().to_string()>
+        <li
+            class="card"
+            data-queue=queue.queue_id.clone()
+            data-breach=move || found.get().is_some().to_string()
+            data-level=move || found.get().map(|(l, _)| l.as_str()).unwrap_or("")
+        >
             <h2>
-                {move || {
-                    found
-                        .get()
-                        .map(|text| view! { <span class="breach-icon" role="img" aria-label=text.clone() title=text>"⚠"</span> })
-                }}
-                {queue.name.clone()}
+                <span class="name" title=queue.name.clone()>{queue.name.clone()}</span>
             </h2>
+            <BreachNote found=found />
             <dl>
                 <div class="figure main">
                     <dt>"Waiting"</dt>
-                    <dd data-testid="queue-waiting">{queue.waiting}</dd>
+                    <dd data-testid="queue-waiting">{format::count(part.waiting)}</dd>
                 </div>
                 <div class="figure">
                     <dt>"Longest"</dt>
@@ -102,15 +116,19 @@ fn Card(live: Live, queue: QueueStatus, thresholds: Thresholds) -> impl IntoView
                 </div>
                 <div class="figure">
                     <dt>"Interacting"</dt>
-                    <dd>{queue.interacting}</dd>
+                    <dd>{format::count(part.interacting)}</dd>
                 </div>
                 <div class="figure">
                     <dt>"Answered"</dt>
-                    <dd>{queue.answered}</dd>
+                    <dd>{format::count(today.answered)}</dd>
                 </div>
                 <div class="figure">
-                    <dt>"Abandoned"</dt>
-                    <dd>{queue.abandoned}</dd>
+                    <dt>"Abandon %"</dt>
+                    <dd>{format::percent(today.abandon_rate)}</dd>
+                </div>
+                <div class="figure">
+                    <dt>"Service level"</dt>
+                    <dd>{format::percent(today.service_level)}</dd>
                 </div>
             </dl>
             <Sparkline points=queue.history.clone() label=format!("Waiting in {} over the last hour", queue.name) />

@@ -226,17 +226,29 @@ pub struct Config {
     #[arg(long, env = "GC_STATUS_FRAME_ANCESTORS", value_delimiter = ',')]
     pub frame_ancestors: Vec<String>,
 
-    /// The wallboard flags a queue with more conversations waiting than this.
+    /// Warning: the wallboard flags a queue with more conversations waiting than this.
     #[arg(long, env = "GC_STATUS_ALERT_WAITING")]
     pub alert_waiting: Option<i64>,
 
-    /// The wallboard flags a queue whose longest current wait exceeds this (seconds).
+    /// Warning: a queue whose longest current wait exceeds this (seconds).
     #[arg(long, env = "GC_STATUS_ALERT_LONGEST_WAIT_SECS")]
     pub alert_longest_wait_secs: Option<i64>,
 
-    /// The wallboard flags a queue whose observed service level is below this (percent).
+    /// Warning: a queue whose service level today is below this (percent).
     #[arg(long, env = "GC_STATUS_ALERT_SERVICE_LEVEL")]
     pub alert_service_level: Option<f64>,
+
+    /// Critical: more conversations waiting than this.
+    #[arg(long, env = "GC_STATUS_CRITICAL_WAITING")]
+    pub critical_waiting: Option<i64>,
+
+    /// Critical: a longest current wait over this (seconds).
+    #[arg(long, env = "GC_STATUS_CRITICAL_LONGEST_WAIT_SECS")]
+    pub critical_longest_wait_secs: Option<i64>,
+
+    /// Critical: a service level today below this (percent).
+    #[arg(long, env = "GC_STATUS_CRITICAL_SERVICE_LEVEL")]
+    pub critical_service_level: Option<f64>,
 
     /// No event for this long marks the dashboard's data stale (seconds).
     #[arg(long, env = "GC_STATUS_STALE_AFTER_SECS", default_value_t = 300)]
@@ -291,9 +303,28 @@ pub struct WorkerConfig {
     #[arg(long, env = "GC_STATUS_TIMEZONE", default_value = "UTC")]
     pub timezone: String,
 
-    /// JSON file mapping queue ids to names: `{"queue-id": "Sales"}`.
+    /// JSON file of per-queue settings by queue id: a name, or `{"name", "service_level":
+    /// {"seconds", "percent"}, "thresholds": {"warning": {…}, "critical": {…}}}`. Re-read on
+    /// SIGHUP.
+    #[arg(long, env = "GC_STATUS_QUEUES_FILE")]
+    pub queues_file: Option<PathBuf>,
+
+    /// The older names-only file (`{"queue-id": "Sales"}`), read when no queues file is set.
     #[arg(long, env = "GC_STATUS_QUEUE_NAMES_FILE")]
     pub queue_names_file: Option<PathBuf>,
+
+    /// Service-level target: answered within this many seconds (per queue in the queues file).
+    #[arg(long, env = "GC_STATUS_SERVICE_LEVEL_SECS", default_value_t = 20)]
+    pub service_level_secs: u32,
+
+    /// Service-level target percentage (per queue in the queues file).
+    #[arg(long, env = "GC_STATUS_SERVICE_LEVEL_PERCENT", default_value_t = 80.0)]
+    pub service_level_percent: f64,
+
+    /// Abandons within this many seconds of queueing are short: left out of the abandon rate
+    /// and the service level. 0: off.
+    #[arg(long, env = "GC_STATUS_SHORT_ABANDON_SECS", default_value_t = 0)]
+    pub short_abandon_secs: u32,
 
     /// How long a queue observation stays authoritative (seconds).
     #[arg(long, env = "GC_STATUS_OBSERVATION_TTL_SECS", default_value_t = 300)]

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod limits;
 pub mod periodic;
 pub mod portal;
+pub mod queues;
 pub mod rates;
 pub mod startup;
 pub mod status;

@@ -71,10 +71,7 @@ impl Application {
         }
 
         let portal = Arc::new(Portal::from_config(&config)?);
-        let (timezone, names) = StatusSource::load_settings(
-            &config.worker.timezone,
-            config.worker.queue_names_file.as_deref(),
-        )?;
+        let (timezone, queue_settings) = StatusSource::load_settings(&config)?;
         let (db, writer_conn) = store::open_with(
             &config.database_url,
             &store::OpenOptions {
@@ -130,7 +127,7 @@ impl Application {
         let status = Arc::new(StatusSource {
             db: db.clone(),
             timezone,
-            names,
+            settings: queue_settings.clone(),
             observation_ttl: Duration::from_secs(config.worker.observation_ttl_secs),
             max_waiting: Duration::from_secs(config.worker.max_waiting_secs),
             ingested,
@@ -301,6 +298,10 @@ impl Application {
             tasks.spawn(task.name, (task.run)(stop.clone()));
         }
         tasks.spawn("status feed", feed.run(status.clone(), stop.clone()));
+        tasks.spawn(
+            "queue settings reload",
+            status.settings.clone().reload_on_hangup(stop.clone()),
+        );
         tasks.spawn("queue sampler", status.sample_periodically(stop.clone()));
         tasks.spawn(
             "session pruning",

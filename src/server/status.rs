@@ -1,23 +1,28 @@
 //! The live status: pipeline counts and rates plus per-queue statistics, as one snapshot.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    config::Config,
     forward::ForwardMonitor,
+    queues::{percent, QueueSettings, SharedSettings},
     rates::RateMeter,
     store::{Db, StatsWindow},
 };
-use crate::model::{BoardSettings, PipelineStatus, StatusSnapshot};
+use crate::model::{
+    BoardSettings, Limits, PipelineStatus, ServiceLevelTarget, StatusSnapshot, Thresholds,
+};
 
 /// Everything needed to compute a [`StatusSnapshot`].
 pub struct StatusSource {
     pub db: Db,
     pub timezone: jiff::tz::TimeZone,
-    pub names: HashMap<String, String>,
+    /// Names, targets and thresholds per queue (re-read on SIGHUP).
+    pub settings: SharedSettings,
     pub observation_ttl: Duration,
     /// Open conversations older than this no longer count (their end event was lost).
     pub max_waiting: Duration,
@@ -30,7 +35,7 @@ pub struct StatusSource {
     /// The last snapshot and when it was read; the lock also makes concurrent readers wait
     /// for one database read instead of each starting their own.
     pub cache: tokio::sync::Mutex<Option<(std::time::Instant, StatusSnapshot)>>,
-    /// Thresholds and staleness, sent along for the pages.
+    /// Staleness and framing, sent along for the pages (thresholds come from `settings`).
     pub board: BoardSettings,
     /// Forwarding's pause state and delivery rate, when a sink is configured.
     pub forwarding: Option<Arc<ForwardMonitor>>,
@@ -49,11 +54,10 @@ pub fn replica_name() -> String {
 }
 
 impl StatusSource {
-    /// Reads the time zone by IANA name and the optional names file; errors say what to fix.
-    pub fn load_settings(
-        timezone: &str,
-        names_file: Option<&Path>,
-    ) -> anyhow::Result<(jiff::tz::TimeZone, HashMap<String, String>)> {
+    /// Reads the time zone by IANA name and the queue settings (defaults from the
+    /// environment, per-queue ones from the queues or names file); errors say what to fix.
+    pub fn load_settings(config: &Config) -> anyhow::Result<(jiff::tz::TimeZone, SharedSettings)> {
+        let timezone = config.worker.timezone.as_str();
         // UTC needs no time-zone database (minimal images may lack /usr/share/zoneinfo).
         let tz = if timezone.eq_ignore_ascii_case("UTC") {
             Ok(jiff::tz::TimeZone::UTC)
@@ -63,21 +67,46 @@ impl StatusSource {
         .with_context(|| {
             format!("GC_STATUS_TIMEZONE `{timezone}` is not a known IANA time zone (e.g. Europe/Berlin)")
         })?;
-        let names = match names_file {
-            None => HashMap::new(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read GC_STATUS_QUEUE_NAMES_FILE {}", path.display())
-                })?;
-                serde_json::from_str(&text).with_context(|| {
-                    format!(
-                        "GC_STATUS_QUEUE_NAMES_FILE {} must be a JSON object {{\"queue-id\": \"name\"}}",
-                        path.display()
-                    )
-                })?
-            }
+        let w = &config.worker;
+        anyhow::ensure!(
+            w.service_level_secs > 0,
+            "GC_STATUS_SERVICE_LEVEL_SECS must be above 0 (Genesys's default is 20)"
+        );
+        anyhow::ensure!(
+            (0.0..=100.0).contains(&w.service_level_percent),
+            "GC_STATUS_SERVICE_LEVEL_PERCENT must be between 0 and 100 (Genesys's default is 80)"
+        );
+        let file = match (&w.queues_file, &w.queue_names_file) {
+            (Some(path), _) => Some((path.clone(), "GC_STATUS_QUEUES_FILE")),
+            (None, Some(path)) => Some((path.clone(), "GC_STATUS_QUEUE_NAMES_FILE")),
+            (None, None) => None,
         };
-        Ok((tz, names))
+        let queues = match &file {
+            Some((path, setting)) => QueueSettings::read_file(path, setting)?,
+            None => Default::default(),
+        };
+        let settings = QueueSettings {
+            target: ServiceLevelTarget {
+                seconds: i64::from(w.service_level_secs),
+                percent: w.service_level_percent,
+            },
+            short_abandon_ms: (w.short_abandon_secs > 0)
+                .then(|| i64::from(w.short_abandon_secs) * 1000),
+            thresholds: Thresholds {
+                warning: Limits {
+                    waiting: config.alert_waiting,
+                    longest_wait_secs: config.alert_longest_wait_secs,
+                    service_level: config.alert_service_level.map(percent),
+                },
+                critical: Limits {
+                    waiting: config.critical_waiting,
+                    longest_wait_secs: config.critical_longest_wait_secs,
+                    service_level: config.critical_service_level.map(percent),
+                },
+            },
+            queues,
+        };
+        Ok((tz, SharedSettings::new(settings, file)))
     }
 
     /// The current status: the cached snapshot while it is younger than `cache_for`, so
@@ -99,15 +128,20 @@ impl StatusSource {
     async fn read(&self) -> anyhow::Result<StatusSnapshot> {
         let now = jiff::Timestamp::now();
         let (day_start, day_end) = day_bounds(now, &self.timezone)?;
+        let (interval_start, interval_end) = interval_bounds(now.as_millisecond());
+        let settings = self.settings.get();
         let window = StatsWindow {
             now: now.as_millisecond(),
             day_start,
             day_end,
+            interval_start,
+            interval_end,
+            timezone: &self.timezone,
             fresh_after: now.as_millisecond() - self.observation_ttl.as_millis() as i64,
             open_since: now
                 .as_millisecond()
                 .saturating_sub(i64::try_from(self.max_waiting.as_millis()).unwrap_or(i64::MAX)),
-            names: &self.names,
+            settings: &settings,
         };
         let counts = self.db.event_counts().await?;
         let forwarding = match &self.forwarding {
@@ -141,7 +175,14 @@ impl StatusSource {
             },
             queues,
             as_of: now.to_string(),
-            board: self.board.clone(),
+            board: BoardSettings {
+                thresholds: settings.thresholds,
+                queue_thresholds: settings.queue_thresholds(),
+                timezone: self.timezone.iana_name().unwrap_or("UTC").to_owned(),
+                zone: self.timezone.to_offset_info(now).abbreviation().to_string(),
+                utc_offset_secs: i64::from(self.timezone.to_offset(now).seconds()),
+                ..self.board.clone()
+            },
         })
     }
 
@@ -249,6 +290,13 @@ pub fn day_bounds(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> anyhow::Resu
     ))
 }
 
+/// Genesys's 30-minute intervals: the one containing `now` (epoch ms), as `[start, end)`.
+pub fn interval_bounds(now: i64) -> (i64, i64) {
+    const HALF_HOUR: i64 = 30 * 60 * 1000;
+    let start = now - now.rem_euclid(HALF_HOUR);
+    (start, start + HALF_HOUR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,14 +325,46 @@ mod tests {
         assert_eq!(end - start, 23 * 3600 * 1000);
     }
 
+    fn config(vars: &[(&str, &str)]) -> Config {
+        use clap::Parser as _;
+        let mut args = vec!["gc-status".to_owned()];
+        for (k, v) in vars {
+            args.push(format!("--{k}={v}"));
+        }
+        Config::try_parse_from(args).expect("config")
+    }
+
     #[test]
     fn unknown_zones_and_bad_names_files_are_reported() {
-        let err = StatusSource::load_settings("Mars/Olympus", None).expect_err("unknown zone");
+        let err = StatusSource::load_settings(&config(&[("timezone", "Mars/Olympus")]))
+            .expect_err("unknown zone");
         assert!(err.to_string().contains("GC_STATUS_TIMEZONE"));
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("names.json");
         std::fs::write(&file, "[1,2]").expect("write");
-        let err = StatusSource::load_settings("UTC", Some(&file)).expect_err("not an object");
+        let path = file.display().to_string();
+        let err = StatusSource::load_settings(&config(&[("queue-names-file", &path)]))
+            .expect_err("not an object");
         assert!(format!("{err:#}").contains("GC_STATUS_QUEUE_NAMES_FILE"));
+        std::fs::write(&file, r#"{"q-1": "Sales"}"#).expect("write");
+        let (_, settings) =
+            StatusSource::load_settings(&config(&[("queue-names-file", &path)])).expect("names");
+        assert_eq!(settings.get().name("q-1"), Some("Sales"));
+        // A file changed and read again (as on SIGHUP); a broken one leaves the last good one.
+        std::fs::write(&file, r#"{"q-1": {"name": "Sales EMEA"}}"#).expect("write");
+        assert_eq!(settings.reload().expect("reload"), 1);
+        assert_eq!(settings.get().name("q-1"), Some("Sales EMEA"));
+        std::fs::write(&file, "{").expect("write");
+        assert!(settings.reload().is_err());
+        assert_eq!(settings.get().name("q-1"), Some("Sales EMEA"));
+    }
+
+    #[test]
+    fn intervals_are_genesys_half_hours() {
+        let (start, end) = interval_bounds(ts("2026-12-01T10:29:59.999Z").as_millisecond());
+        assert_eq!(start, ts("2026-12-01T10:00:00Z").as_millisecond());
+        assert_eq!(end, ts("2026-12-01T10:30:00Z").as_millisecond());
+        let (start, _) = interval_bounds(ts("2026-12-01T10:30:00Z").as_millisecond());
+        assert_eq!(start, ts("2026-12-01T10:30:00Z").as_millisecond());
     }
 }

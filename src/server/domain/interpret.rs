@@ -3,12 +3,14 @@
 //! Interpretation is a pure function of the payload, so processing an event twice, replaying it
 //! or rebuilding all statistics from the stored events gives the same effect.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{value::RawValue, Map, Value};
 
 use super::{
     envelope::{self, EnvelopeKind},
-    ConversationUpdate, Effect, ObservationUpdate, ProcessError,
+    media_type, ConversationUpdate, Effect, IntervalFigures, ObservationUpdate, ProcessError,
 };
 
 fn permanent(message: impl Into<String>) -> ProcessError {
@@ -107,7 +109,9 @@ struct EventBridge<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AcdEvent {
-    event_time: Option<i64>,
+    /// Epoch ms in the SDK models; some senders (Architect data actions, hand-made
+    /// EventBridge rules) write it as an RFC 3339 text.
+    event_time: Option<Value>,
     conversation_id: Option<String>,
     queue_id: Option<String>,
     media_type: Option<String>,
@@ -149,7 +153,6 @@ struct Stats {
     count: Option<f64>,
     sum: Option<f64>,
     max: Option<f64>,
-    ratio: Option<f64>,
     numerator: Option<f64>,
     denominator: Option<f64>,
     /// `oLongestWaiting` in current payloads: the epoch ms at which the longest-waiting
@@ -185,7 +188,12 @@ fn check_clock(effect: &Effect, received_at: i64, max_skew_ms: i64) -> Result<()
             .into_iter()
             .flatten()
             .max(),
-        Effect::Observation(o) => o.interval_start.max(Some(o.observed_at)),
+        Effect::Observation(o) => o
+            .intervals
+            .iter()
+            .map(|i| i.start)
+            .max()
+            .max(Some(o.observed_at)),
     };
     match latest {
         Some(at) if at > received_at.saturating_add(max_skew_ms) => Err(permanent(format!(
@@ -254,7 +262,7 @@ fn simple(event: SimpleEvent) -> Result<Effect, ProcessError> {
         queue_id: text(data.queue_id),
         conversation_id,
         queue_name: text(data.queue_name),
-        media_type: text(data.media_type),
+        media_type: text(data.media_type).map(|m| media_type(&m)),
         ..ConversationUpdate::default()
     };
     match state.as_str() {
@@ -307,7 +315,21 @@ enum AcdPhase {
 
 fn acd(body: AcdEvent, phase: AcdPhase, topic: &str) -> Result<Effect, ProcessError> {
     let missing = |field: &str| permanent(format!("{topic} without `eventBody.{field}`"));
-    let at = body.event_time.ok_or_else(|| missing("eventTime"))?;
+    let at = match body.event_time {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(t)) => Some(
+            t.parse::<jiff::Timestamp>()
+                .map_err(|_| {
+                    permanent(format!(
+                        "{topic}: `eventBody.eventTime` `{t}` is neither epoch milliseconds nor \
+                         an RFC 3339 date-time"
+                    ))
+                })?
+                .as_millisecond(),
+        ),
+        _ => None,
+    }
+    .ok_or_else(|| missing("eventTime"))?;
     let mut update = ConversationUpdate {
         queue_id: Some(
             body.queue_id
@@ -318,7 +340,7 @@ fn acd(body: AcdEvent, phase: AcdPhase, topic: &str) -> Result<Effect, ProcessEr
             .conversation_id
             .filter(|c| !c.is_empty())
             .ok_or_else(|| missing("conversationId"))?,
-        media_type: body.media_type,
+        media_type: body.media_type.as_deref().map(media_type),
         ..ConversationUpdate::default()
     };
     match phase {
@@ -355,38 +377,18 @@ fn observation(
     // its receipt), whatever interval the `t*`/`n*` figures belong to.
     let observed_at = sent_at;
     let mut figures = Map::new();
-    let mut interval_start: Option<i64> = None;
-    let mut on_queue = Map::new();
-    let (mut answer_sum, mut answer_count) = (0.0, 0.0);
+    let mut users: BTreeMap<&'static str, Map<String, Value>> = BTreeMap::new();
+    let mut intervals = Vec::new();
     for interval in body.data {
-        if let Some(start) = interval
-            .interval
-            .as_deref()
-            .and_then(|i| i.split('/').next())
-            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-        {
-            interval_start = Some(
-                interval_start
-                    .unwrap_or(i64::MIN)
-                    .max(start.as_millisecond()),
-            );
-        }
+        let bounds = interval.interval.as_deref().and_then(interval_bounds);
+        let mut totals = Map::new();
         for m in interval.metrics {
             let s = &m.stats;
-            let count = s.count.map(|c| c.round() as i64);
-            let key = match m.metric.as_str() {
-                "oWaiting" => "waiting",
-                "oInteracting" => "interacting",
-                "oAlerting" => "alerting",
-                "nOffered" => "offered",
-                "tAbandon" => "abandoned",
-                // Average speed of answer is Genesys's tAnswered (sum ÷ count); tWait also
-                // counts the conversations that were abandoned.
-                "tAnswered" => {
-                    answer_sum += s.sum.unwrap_or(0.0);
-                    answer_count += s.count.unwrap_or(0.0);
-                    "answered"
-                }
+            let count = s.count.map(|c| Value::from(c.round() as i64));
+            match m.metric.as_str() {
+                "oWaiting" => put(&mut figures, "waiting", count),
+                "oInteracting" => put(&mut figures, "interacting", count),
+                "oAlerting" => put(&mut figures, "alerting", count),
                 "oLongestWaiting" => {
                     // Kept as the time the longest wait began, so the board can tick.
                     let since = match (s.calculated_metric_value, s.max) {
@@ -401,53 +403,90 @@ fn observation(
                         "longest_waiting_since".into(),
                         since.map_or(Value::Null, Value::from),
                     );
-                    continue;
                 }
-                "oOnQueueUsers" => {
-                    let qualifier = m.qualifier.unwrap_or_else(|| "TOTAL".into());
-                    on_queue.insert(
+                metric @ ("oOnQueueUsers" | "oOffQueueUsers" | "oActiveUsers" | "oMemberUsers") => {
+                    // Kept by routing status (IDLE, INTERACTING, COMMUNICATING,
+                    // NOT_RESPONDING), never summed into one number.
+                    let key = match metric {
+                        "oOnQueueUsers" => "on_queue_users",
+                        "oOffQueueUsers" => "off_queue_users",
+                        "oActiveUsers" => "active_users",
+                        _ => "member_users",
+                    };
+                    let qualifier = m.qualifier.as_deref().unwrap_or("TOTAL");
+                    users.entry(key).or_default().insert(
                         qualifier.to_ascii_uppercase(),
-                        Value::from(count.unwrap_or(0)),
+                        count.unwrap_or(Value::from(0)),
                     );
-                    continue;
                 }
+                "nOffered" => put(&mut totals, "offered", count),
+                // Average speed of answer is Genesys's tAnswered (sum ÷ count); tWait also
+                // counts the conversations that were abandoned.
+                "tAnswered" => {
+                    put(&mut totals, "answered", count);
+                    put(&mut totals, "answer_ms_sum", s.sum.map(Value::from));
+                }
+                "tAbandon" => put(&mut totals, "abandoned", count),
+                "tShortAbandon" => put(&mut totals, "short_abandons", count),
+                "tFlowOut" => put(&mut totals, "flow_outs", count),
+                // Numerator and denominator, so media types and intervals combine weighted.
                 "oServiceLevel" => {
-                    if let Some(ratio) = s.ratio {
-                        figures.insert("service_level".into(), Value::from(ratio));
-                    }
-                    // Numerator and denominator, so media types combine weighted.
                     if let (Some(n), Some(d)) = (s.numerator, s.denominator) {
-                        figures.insert("service_level_numerator".into(), Value::from(n));
-                        figures.insert("service_level_denominator".into(), Value::from(d));
+                        put(&mut totals, "service_level_numerator", Some(Value::from(n)));
+                        put(
+                            &mut totals,
+                            "service_level_denominator",
+                            Some(Value::from(d)),
+                        );
                     }
-                    continue;
                 }
-                _ => continue,
-            };
-            if let Some(count) = count {
-                figures.insert(key.into(), Value::from(count));
+                _ => {}
             }
         }
+        // Aggregates without an interval belong nowhere and are left out.
+        if let (Some((start, end)), false) = (bounds, totals.is_empty()) {
+            intervals.push(IntervalFigures {
+                start,
+                end,
+                figures: totals,
+            });
+        }
     }
-    if !on_queue.is_empty() {
-        figures.insert("on_queue_users".into(), Value::Object(on_queue));
+    for (key, by_status) in users {
+        figures.insert(key.into(), Value::Object(by_status));
     }
-    if answer_count > 0.0 {
-        figures.insert("answer_ms_sum".into(), Value::from(answer_sum));
-        figures.insert("answer_count".into(), Value::from(answer_count));
-    }
-    if figures.is_empty() {
+    if figures.is_empty() && intervals.is_empty() {
         return Err(permanent(
             "queue observation carries none of the metrics gc-status shows",
         ));
     }
     Ok(Effect::Observation(ObservationUpdate {
         queue_id,
-        media_type: body.group.media_type.unwrap_or_default(),
+        media_type: body
+            .group
+            .media_type
+            .as_deref()
+            .map(media_type)
+            .unwrap_or_default(),
         observed_at,
-        interval_start,
         figures,
+        intervals,
     }))
+}
+
+/// Start and end (epoch ms) of an ISO-8601 interval `start/end`.
+fn interval_bounds(text: &str) -> Option<(i64, i64)> {
+    let (start, end) = text.split_once('/')?;
+    let start = start.parse::<jiff::Timestamp>().ok()?.as_millisecond();
+    let end = end.parse::<jiff::Timestamp>().ok()?.as_millisecond();
+    (start < end).then_some((start, end))
+}
+
+/// Sets `key` when the metric carried a value.
+fn put(figures: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        figures.insert(key.into(), value);
+    }
 }
 
 #[cfg(test)]
@@ -524,8 +563,8 @@ mod tests {
             ..Rules::default()
         };
         assert!(interpret("conversation:updated", body.as_bytes(), received, &lenient).is_ok());
-        // Observations too: an interval starting in the far future.
-        let obs = r#"{"topicName":"v2.analytics.queues.q.observations","eventBody":{"data":[{"interval":"2099-01-01T00:00:00Z/2099-01-01T00:00:01Z","metrics":[{"metric":"oWaiting","stats":{"count":1}}]}]}}"#;
+        // Observations too: figures of an interval starting in the far future.
+        let obs = r#"{"topicName":"v2.analytics.queues.q.observations","eventBody":{"data":[{"interval":"2099-01-01T00:00:00Z/2099-01-01T00:00:01Z","metrics":[{"metric":"nOffered","stats":{"count":1}}]}]}}"#;
         assert!(interpret(
             "v2.analytics.queues.q.observations",
             obs.as_bytes(),
@@ -584,27 +623,63 @@ mod tests {
             panic!("{e:?}")
         };
         assert_eq!(o.queue_id, "q9");
+        assert_eq!(o.media_type, "voice");
         assert_eq!(o.figures["waiting"], 4);
-        assert_eq!(o.figures["answered"], 2);
         assert_eq!(o.figures["on_queue_users"]["IDLE"], 2);
-        // Speed of answer from tAnswered (tWait also counts abandoned conversations).
-        assert_eq!(o.figures["answer_ms_sum"], 3000.0);
-        assert_eq!(o.figures["answer_count"], 2.0);
-        assert_eq!(o.figures["service_level"], 0.75);
-        assert_eq!(o.figures["service_level_numerator"], 3.0);
-        assert_eq!(o.figures["service_level_denominator"], 4.0);
-        // A Genesys notification carries no time of its own: the figures are as of receipt,
-        // and the interval is kept apart.
+        // A Genesys notification carries no time of its own: the figures of now are as of
+        // receipt; the aggregates belong to their interval, not to now.
         assert_eq!(o.observed_at, LATER);
-        assert_eq!(
-            o.interval_start,
-            Some(
-                "2026-11-29T10:00:00Z"
-                    .parse::<jiff::Timestamp>()
-                    .expect("ts")
-                    .as_millisecond()
-            )
+        assert!(o.figures.get("answered").is_none());
+        let [interval] = o.intervals.as_slice() else {
+            panic!("one interval: {:?}", o.intervals)
+        };
+        assert_eq!(interval.start, at("2026-11-29T10:00:00Z"));
+        assert_eq!(interval.end, at("2026-11-29T10:30:00Z"));
+        let f = &interval.figures;
+        assert_eq!(f["answered"], 2);
+        // Speed of answer from tAnswered (tWait also counts abandoned conversations).
+        assert_eq!(f["answer_ms_sum"], 3000.0);
+        assert_eq!(f["service_level_numerator"], 3.0);
+        assert_eq!(f["service_level_denominator"], 4.0);
+    }
+
+    #[test]
+    fn agents_are_kept_by_metric_and_routing_status() {
+        let e = run(
+            r#"{"topicName":"v2.analytics.queues.q9.observations","eventBody":{"group":{"queueId":"q9"},"data":[{"interval":"2026-11-29T10:00:00Z/2026-11-29T10:30:00Z","metrics":[{"metric":"oOnQueueUsers","qualifier":"IDLE","stats":{"count":2}},{"metric":"oOnQueueUsers","qualifier":"INTERACTING","stats":{"count":3}},{"metric":"oOnQueueUsers","qualifier":"NOT_RESPONDING","stats":{"count":1}},{"metric":"oOffQueueUsers","stats":{"count":4}},{"metric":"oActiveUsers","stats":{"count":10}},{"metric":"oMemberUsers","stats":{"count":12}}]}]}}"#,
         );
+        let Ok(Effect::Observation(o)) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(o.media_type, "");
+        assert_eq!(
+            Value::Object(o.figures),
+            serde_json::json!({
+                "on_queue_users": {"IDLE": 2, "INTERACTING": 3, "NOT_RESPONDING": 1},
+                "off_queue_users": {"TOTAL": 4},
+                "active_users": {"TOTAL": 10},
+                "member_users": {"TOTAL": 12},
+            })
+        );
+    }
+
+    #[test]
+    fn detail_events_name_media_in_capitals_and_may_write_their_time_as_text() {
+        for (time, media) in [("5000", "VOICE"), (r#""1970-01-01T00:00:05Z""#, "MESSAGE")] {
+            let body = format!(
+                r#"{{"topicName":"v2.detail.events.conversation.c1.acd.start","eventBody":{{"eventTime":{time},"conversationId":"c1","queueId":"q1","mediaType":"{media}"}}}}"#
+            );
+            let u = conversation(&body);
+            assert_eq!(u.queued_at, Some(5000), "{time}");
+            assert_eq!(
+                u.media_type.as_deref(),
+                Some(media.to_ascii_lowercase().as_str())
+            );
+        }
+        let bad = run(
+            r#"{"topicName":"v2.detail.events.conversation.c1.acd.start","eventBody":{"eventTime":"yesterday","conversationId":"c1","queueId":"q1"}}"#,
+        );
+        assert!(matches!(bad, Err(ProcessError::Permanent(m)) if m.contains("RFC 3339")));
     }
 
     fn at(text: &str) -> i64 {
@@ -634,7 +709,6 @@ mod tests {
             panic!("{e:?}")
         };
         assert_eq!(o.observed_at, at("2026-12-01T07:47:00Z"));
-        assert_eq!(o.interval_start, Some(at("2026-12-01T07:30:00Z")));
         // A count alone says nothing about how long anyone waits.
         assert_eq!(o.figures["longest_waiting_since"], Value::Null);
     }

@@ -56,17 +56,41 @@ pub struct ConversationUpdate {
     pub outcome: Option<String>,
 }
 
-/// A queue observation: instantaneous figures and interval aggregates.
+/// A queue observation: the figures of now (`o*` metrics) and of each interval it reports
+/// (`t*`/`n*` metrics, which belong to their 30-minute interval, never to "now").
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservationUpdate {
     pub queue_id: String,
+    /// Lowercase, as Genesys's observation groups name it (`voice`, `message`, …); empty for
+    /// the group without one (where the agent metrics arrive).
     pub media_type: String,
     /// When the figures were current: the notification's own time, else its receipt.
     pub observed_at: i64,
-    /// The start of the (latest) interval the `t*`/`n*` figures belong to.
-    pub interval_start: Option<i64>,
-    /// Only the metrics present in the event, keyed as in [`crate::model::QueueStatus`].
+    /// The `o*` figures, keyed as the store keeps them (`waiting`, `on_queue_users`, …).
     pub figures: Map<String, Value>,
+    /// The `t*`/`n*` figures of each interval the notification reports.
+    pub intervals: Vec<IntervalFigures>,
+}
+
+/// One interval's aggregate figures as an observation reports them (cumulative within it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalFigures {
+    /// Epoch ms.
+    pub start: i64,
+    pub end: i64,
+    /// `offered`, `answered`, `answer_ms_sum`, `abandoned`, `short_abandons`, `flow_outs`,
+    /// `service_level_numerator`, `service_level_denominator`: only those reported.
+    pub figures: Map<String, Value>,
+}
+
+/// Genesys's media type names, normalised to its observation groups' lowercase names:
+/// detail events say `VOICE`, queue settings say `call`.
+pub fn media_type(raw: &str) -> String {
+    let lower = raw.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "call" => "voice".to_owned(),
+        _ => lower,
+    }
 }
 
 /// An event claimed by a worker.

@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::{
-    model::{BoardSettings, Role, Thresholds},
+    model::{BoardSettings, Role},
     server::config::Config,
 };
 
@@ -111,7 +111,6 @@ impl Portal {
             }
             frame_ancestors.push(origin.trim_end_matches('/').to_owned());
         }
-        let percent = |p: Option<f64>| p.map(|p| (p / 100.0).clamp(0.0, 1.0));
         let viewer = configured(config.viewer_token.as_ref());
         let admin = configured(config.admin_token.as_ref());
         Ok(Portal {
@@ -128,17 +127,13 @@ impl Portal {
                 HeaderValue::from_str(&format!("frame-ancestors {}", sources.join(" ")))?
             },
             board: BoardSettings {
-                thresholds: Thresholds {
-                    waiting: config.alert_waiting,
-                    longest_wait_secs: config.alert_longest_wait_secs,
-                    service_level: percent(config.alert_service_level),
-                },
                 stale_after_secs: config.stale_after_secs,
                 frame_origins: frame_ancestors
                     .iter()
                     .filter(|o| !o.contains('*'))
                     .cloned()
                     .collect(),
+                ..BoardSettings::default()
             },
         })
     }

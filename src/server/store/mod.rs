@@ -80,6 +80,7 @@ pub mod copy;
 mod dead_letters;
 mod deliveries;
 mod events;
+mod figures;
 mod portal;
 mod postgres;
 pub mod records;

@@ -1,13 +1,16 @@
 //! What the store takes and hands back, whatever the backend: batches claimed and completed,
 //! counts, the statistics window, and the pure logic both backends share.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{
-    model::{EventCounts, QueueStatus},
-    server::domain::{ClaimedEvent, DeadLetter, EventStatus},
+    model::EventCounts,
+    server::{
+        domain::{ClaimedEvent, DeadLetter, EventStatus},
+        queues::QueueSettings,
+    },
 };
 
 /// A claimed batch.
@@ -97,145 +100,29 @@ pub struct AuditRecord<'a> {
 /// The queues each conversation is known in.
 pub type Routes = HashMap<String, BTreeSet<String>>;
 
-/// The time frame and sources for reading queue statistics.
+/// The time frame and settings for reading queue statistics.
 #[derive(Debug, Clone)]
 pub struct StatsWindow<'a> {
     pub now: i64,
     /// Start and end of "today" in the configured time zone (epoch ms).
     pub day_start: i64,
     pub day_end: i64,
+    /// The current 30-minute interval (epoch ms).
+    pub interval_start: i64,
+    pub interval_end: i64,
+    /// Where "today" is, for the times the API shows.
+    pub timezone: &'a jiff::tz::TimeZone,
     /// Observations newer than this are authoritative.
     pub fresh_after: i64,
     /// Open conversations whose last milestone is older than this lost their end event:
     /// they no longer count as waiting or interacting.
     pub open_since: i64,
-    /// Names from the configured names file.
-    pub names: &'a HashMap<String, String>,
+    /// Names, targets and thresholds per queue.
+    pub settings: &'a QueueSettings,
 }
 
 /// Done events re-applied per transaction by a rebuild.
 pub const REBUILD_CHUNK: i64 = 1000;
-
-/// The status list from the conversations' figures (`queues`), the fresh observations
-/// (`observed`: queue id and figures as JSON text, one per media type) and the stored queue
-/// names (`named`, before the names file's): busiest first.
-pub fn assemble_statuses(
-    mut queues: BTreeMap<String, QueueStatus>,
-    observed: Vec<(String, String)>,
-    named: Vec<(String, String)>,
-    w: &StatsWindow<'_>,
-) -> Vec<QueueStatus> {
-    let mut fresh: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
-    for (queue_id, figures) in observed {
-        let figures: Map<String, Value> = serde_json::from_str(&figures).unwrap_or_default();
-        fresh.entry(queue_id).or_default().push(figures);
-    }
-    for (queue_id, per_media) in fresh {
-        let status = queues
-            .entry(queue_id.clone())
-            .or_insert_with(|| QueueStatus {
-                queue_id,
-                ..QueueStatus::default()
-            });
-        apply_observations(status, &per_media, w.now);
-    }
-    let named: HashMap<String, String> = named.into_iter().collect();
-    let mut list: Vec<QueueStatus> = queues
-        .into_values()
-        .map(|mut q| {
-            q.name = named
-                .get(&q.queue_id)
-                .or_else(|| w.names.get(&q.queue_id))
-                .cloned()
-                .unwrap_or_else(|| q.queue_id.clone());
-            q
-        })
-        .collect();
-    // Busiest first, so the queues that need attention lead the wallboard.
-    list.sort_by(|a, b| {
-        b.busyness()
-            .cmp(&a.busyness())
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.queue_id.cmp(&b.queue_id))
-    });
-    list
-}
-
-/// Overlays fresh observation figures (one map per media type) on a queue's status. Counts
-/// add up across media types; ratios are weighted (Σ numerators ÷ Σ denominators, Σ sums ÷
-/// Σ counts), never a mean of per-media ratios; the longest wait is the earliest start.
-fn apply_observations(status: &mut QueueStatus, per_media: &[Map<String, Value>], now: i64) {
-    let sum = |key: &str| -> Option<i64> {
-        let values: Vec<i64> = per_media
-            .iter()
-            .filter_map(|f| f.get(key)?.as_i64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    };
-    let weighted = |numerator: &str, denominator: &str| -> Option<f64> {
-        let (mut n, mut d) = (0.0, 0.0);
-        for f in per_media {
-            if let (Some(a), Some(b)) = (
-                f.get(numerator).and_then(Value::as_f64),
-                f.get(denominator).and_then(Value::as_f64),
-            ) {
-                n += a;
-                d += b;
-            }
-        }
-        (d > 0.0).then(|| n / d)
-    };
-    // Rows stored before ratios were kept weighted carry only the ratio.
-    let mean = |key: &str| -> Option<f64> {
-        let values: Vec<f64> = per_media
-            .iter()
-            .filter_map(|f| f.get(key)?.as_f64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
-    status.source = "observations".into();
-    if let Some(v) = sum("waiting") {
-        status.waiting = v;
-    }
-    if let Some(v) = sum("interacting") {
-        status.interacting = v;
-    }
-    status.alerting = sum("alerting");
-    status.offered = sum("offered");
-    if let Some(v) = sum("answered") {
-        status.answered = v;
-    }
-    if let Some(v) = sum("abandoned") {
-        status.abandoned = v;
-    }
-    let longest = per_media
-        .iter()
-        .filter_map(|f| f.get("longest_waiting_since")?.as_i64())
-        .min()
-        .map(|since| now.saturating_sub(since).max(0))
-        .or_else(|| {
-            per_media
-                .iter()
-                .filter_map(|f| f.get("longest_waiting_ms")?.as_i64())
-                .max()
-        });
-    if let Some(v) = longest {
-        status.longest_waiting_ms = Some(v);
-    }
-    if let Some(v) = weighted("answer_ms_sum", "answer_count").or_else(|| mean("average_wait_ms")) {
-        status.average_wait_ms = Some(v);
-    }
-    status.service_level = weighted("service_level_numerator", "service_level_denominator")
-        .or_else(|| mean("service_level"));
-    for figures in per_media {
-        if let Some(users) = figures.get("on_queue_users").and_then(Value::as_object) {
-            for (qualifier, n) in users {
-                *status.on_queue_users.entry(qualifier.clone()).or_default() +=
-                    n.as_i64().unwrap_or(0);
-            }
-        }
-    }
-}
 
 /// How a page of dead letters is chosen.
 pub enum PageBy<'a> {
@@ -381,57 +268,4 @@ where
         dead: c.dead.unwrap_or(0),
         total: c.pending + c.processing + done + c.dead_events.unwrap_or(0),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn figures(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!("an object"),
-        }
-    }
-
-    #[test]
-    fn media_types_combine_weighted_and_the_longest_wait_ticks_from_its_start() {
-        let now = 1_000_000_000_000_000;
-        let voice = figures(json!({
-            "waiting": 3, "answered": 9,
-            "service_level_numerator": 9.0, "service_level_denominator": 10.0, "service_level": 0.9,
-            "answer_ms_sum": 90_000.0, "answer_count": 9.0,
-            "longest_waiting_since": now - 95_000,
-        }));
-        let message = figures(json!({
-            "waiting": 1, "answered": 1,
-            "service_level_numerator": 1.0, "service_level_denominator": 2.0, "service_level": 0.5,
-            "answer_ms_sum": 110_000.0, "answer_count": 1.0,
-            "longest_waiting_since": now - 20_000,
-        }));
-        let mut status = QueueStatus::default();
-        apply_observations(&mut status, &[voice, message], now);
-        assert_eq!(status.waiting, 4);
-        assert_eq!(status.answered, 10);
-        // 10 of 12 within the target: 83 %, not the 70 % a mean of 90 % and 50 % gives.
-        let level = status.service_level.expect("a service level");
-        assert!((level - 10.0 / 12.0).abs() < 1e-9, "{level}");
-        // 200 s over 10 answers, not the mean of 10 s and 110 s.
-        assert_eq!(status.average_wait_ms, Some(20_000.0));
-        assert_eq!(status.longest_waiting_ms, Some(95_000));
-    }
-
-    #[test]
-    fn rows_from_before_weighting_still_read() {
-        let old = figures(
-            json!({ "service_level": 0.75, "average_wait_ms": 1500.0, "longest_waiting_ms": 3000 }),
-        );
-        let mut status = QueueStatus::default();
-        apply_observations(&mut status, &[old], 0);
-        assert_eq!(status.service_level, Some(0.75));
-        assert_eq!(status.average_wait_ms, Some(1500.0));
-        assert_eq!(status.longest_waiting_ms, Some(3000));
-    }
 }

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 
 use super::{
-    records::{assemble_statuses, Routes, StatsWindow, StoredEvent, REBUILD_CHUNK},
+    figures::{self, ConversationFigures, IntervalRow, Read},
+    records::{Routes, StatsWindow, StoredEvent, REBUILD_CHUNK},
     Db, Statements,
 };
 use crate::{model::QueueStatus, server::domain::Effect};
@@ -64,17 +65,26 @@ pub(crate) type ConversationRows = BTreeMap<(String, String), Milestones>;
 /// A stored observation of the same time takes these figures over its own, key by key.
 pub(crate) type ObservationRows = BTreeMap<(String, String), (i64, Map<String, Value>)>;
 
-/// One queue's figures derived from its conversations.
-#[derive(sqlx::FromRow)]
-pub(crate) struct ConversationFigures {
-    pub queue_id: String,
-    pub waiting: i64,
-    pub interacting: i64,
-    pub oldest_waiting: Option<i64>,
-    pub answered: i64,
-    pub offered: i64,
-    pub abandoned: i64,
-    pub average_wait: Option<f64>,
+/// Interval rows to merge, keyed (queue, media type, interval start): the interval's end,
+/// the report's time and its figures; merged as observations are (the newest report wins).
+pub(crate) type IntervalRows = BTreeMap<(String, String, i64), (i64, i64, Map<String, Value>)>;
+
+/// What the conversation figures are counted over: today and the current interval, in one
+/// scan (a status read is a reader the WAL's restarts wait for: it must stay short).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Period<'a> {
+    pub start: i64,
+    pub end: i64,
+    pub interval_start: i64,
+    pub interval_end: i64,
+    /// Open conversations with a last milestone before this lost their end event.
+    pub open_since: i64,
+    /// An abandon sooner than this after queueing is short (0: none is).
+    pub short_abandon_ms: i64,
+    /// The service-level target (ms) of queues without their own.
+    pub target_ms: i64,
+    /// Per-queue targets as a JSON object `{"queue": ms}`.
+    pub targets: &'a str,
 }
 
 /// The statistics' statements.
@@ -86,15 +96,25 @@ pub(crate) trait StatsSql {
     ) -> sqlx::Result<Vec<(String, String)>>;
     async fn merge_conversations(&mut self, rows: &ConversationRows) -> sqlx::Result<()>;
     async fn merge_observations(&mut self, rows: &ObservationRows) -> sqlx::Result<()>;
+    async fn merge_intervals(&mut self, rows: &IntervalRows) -> sqlx::Result<()>;
     /// Stores queue names (`queue → name`), replacing older ones.
     async fn merge_names(&mut self, names: &BTreeMap<String, String>) -> sqlx::Result<()>;
-    /// Each queue's figures from its conversations in `w`.
+    /// Each queue's and media type's figures from its conversations over `period`.
     async fn conversation_figures(
         &mut self,
-        w: &StatsWindow<'_>,
+        period: &Period<'_>,
     ) -> sqlx::Result<Vec<ConversationFigures>>;
-    /// (queue, figures as JSON text) of the observations made at or after `after`.
-    async fn fresh_observations(&mut self, after: i64) -> sqlx::Result<Vec<(String, String)>>;
+    /// The interval reports of intervals starting in `[start, end)`.
+    async fn intervals_between(&mut self, start: i64, end: i64) -> sqlx::Result<Vec<IntervalRow>>;
+    /// When the oldest stored event was received: how far back the conversations can know.
+    async fn first_received_at(&mut self) -> sqlx::Result<Option<i64>>;
+    /// Deletes the interval reports of intervals ended before `before`.
+    async fn prune_intervals(&mut self, before: i64) -> sqlx::Result<u64>;
+    /// (queue, media type, figures as JSON text) of the observations made at or after `after`.
+    async fn fresh_observations(
+        &mut self,
+        after: i64,
+    ) -> sqlx::Result<Vec<(String, String, String)>>;
     /// (queue, name) of every stored queue name.
     async fn queue_names(&mut self) -> sqlx::Result<Vec<(String, String)>>;
     /// Empties the statistics tables.
@@ -115,17 +135,64 @@ pub(crate) trait StatsSql {
 /// impl, with the SQL text of those that differ and `$skip_locked` (see
 /// `shared_work_statements`).
 macro_rules! shared_stats_statements {
-    (conversation_figures: $conversation_figures:expr, skip_locked: $skip_locked:literal $(,)?) => {
+    (
+        conversation_figures: $conversation_figures:expr,
+        conversation_figures_by_queue: $by_queue:expr,
+        skip_locked: $skip_locked:literal $(,)?
+    ) => {
         async fn conversation_figures(
             &mut self,
-            w: &$crate::server::store::records::StatsWindow<'_>,
-        ) -> sqlx::Result<Vec<$crate::server::store::stats::ConversationFigures>> {
-            sqlx::query_as($conversation_figures)
-                .bind(w.day_start)
-                .bind(w.day_end)
-                .bind(w.open_since)
-                .fetch_all(self)
+            p: &$crate::server::store::stats::Period<'_>,
+        ) -> sqlx::Result<Vec<$crate::server::store::figures::ConversationFigures>> {
+            // The join with the per-queue targets costs a lookup per conversation: only
+            // paid when some queue has a target of its own.
+            let query = sqlx::query_as(if p.targets == "{}" {
+                $conversation_figures
+            } else {
+                $by_queue
+            })
+            .bind(p.start)
+            .bind(p.end)
+            .bind(p.open_since)
+            .bind(p.short_abandon_ms)
+            .bind(p.target_ms)
+            .bind(p.interval_start)
+            .bind(p.interval_end);
+            if p.targets == "{}" {
+                query.fetch_all(self).await
+            } else {
+                query.bind(p.targets).fetch_all(self).await
+            }
+        }
+
+        async fn intervals_between(
+            &mut self,
+            start: i64,
+            end: i64,
+        ) -> sqlx::Result<Vec<$crate::server::store::figures::IntervalRow>> {
+            sqlx::query_as(
+                "SELECT queue_id, media_type, interval_start, interval_end, CAST(figures AS TEXT)
+                   FROM queue_intervals WHERE interval_start >= $1 AND interval_start < $2
+                  ORDER BY queue_id, media_type, interval_start",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_all(self)
+            .await
+        }
+
+        async fn first_received_at(&mut self) -> sqlx::Result<Option<i64>> {
+            sqlx::query_scalar("SELECT received_at FROM events ORDER BY seq LIMIT 1")
+                .fetch_optional(self)
                 .await
+        }
+
+        async fn prune_intervals(&mut self, before: i64) -> sqlx::Result<u64> {
+            let done = sqlx::query("DELETE FROM queue_intervals WHERE interval_end < $1")
+                .bind(before)
+                .execute(self)
+                .await?;
+            Ok(done.rows_affected())
         }
 
         async fn prune_conversations(
@@ -166,9 +233,12 @@ macro_rules! shared_stats_statements {
             .await
         }
 
-        async fn fresh_observations(&mut self, after: i64) -> sqlx::Result<Vec<(String, String)>> {
+        async fn fresh_observations(
+            &mut self,
+            after: i64,
+        ) -> sqlx::Result<Vec<(String, String, String)>> {
             sqlx::query_as(
-                "SELECT queue_id, CAST(figures AS TEXT) FROM queue_observations
+                "SELECT queue_id, media_type, CAST(figures AS TEXT) FROM queue_observations
                   WHERE observed_at >= $1 ORDER BY queue_id, media_type",
             )
             .bind(after)
@@ -186,6 +256,7 @@ macro_rules! shared_stats_statements {
             for reset in [
                 "DELETE FROM conversations",
                 "DELETE FROM queue_observations",
+                "DELETE FROM queue_intervals",
                 "DELETE FROM queue_names",
             ] {
                 sqlx::query(reset).execute(&mut *self).await?;
@@ -266,6 +337,7 @@ pub(crate) async fn apply<'a, T: Statements>(
     let text = |s: &str| T::text(s).into_owned();
     let mut conversations = ConversationRows::new();
     let mut observations = ObservationRows::new();
+    let mut intervals = IntervalRows::new();
     let mut names = BTreeMap::new();
     let no_queues = Default::default();
     for effect in effects {
@@ -300,17 +372,37 @@ pub(crate) async fn apply<'a, T: Statements>(
                 }
             }
             Effect::Observation(o) => {
-                let figures = o.figures.clone();
-                let key = (text(&o.queue_id), text(&o.media_type));
-                match observations.get_mut(&key) {
-                    Some((at, kept)) if o.observed_at > *at => {
-                        *at = o.observed_at;
-                        *kept = figures;
+                let (queue, media) = (text(&o.queue_id), text(&o.media_type));
+                if !o.figures.is_empty() {
+                    let key = (queue.clone(), media.clone());
+                    match observations.get_mut(&key) {
+                        Some((at, kept)) if o.observed_at > *at => {
+                            *at = o.observed_at;
+                            kept.clone_from(&o.figures);
+                        }
+                        Some((at, kept)) if o.observed_at == *at => {
+                            kept.extend(o.figures.clone());
+                        }
+                        Some(_) => {}
+                        None => {
+                            observations.insert(key, (o.observed_at, o.figures.clone()));
+                        }
                     }
-                    Some((at, kept)) if o.observed_at == *at => kept.extend(figures),
-                    Some(_) => {}
-                    None => {
-                        observations.insert(key, (o.observed_at, figures));
+                }
+                for i in &o.intervals {
+                    let key = (queue.clone(), media.clone(), i.start);
+                    match intervals.get_mut(&key) {
+                        Some((_, at, kept)) if o.observed_at > *at => {
+                            *at = o.observed_at;
+                            kept.clone_from(&i.figures);
+                        }
+                        Some((_, at, kept)) if o.observed_at == *at => {
+                            kept.extend(i.figures.clone());
+                        }
+                        Some(_) => {}
+                        None => {
+                            intervals.insert(key, (i.end, o.observed_at, i.figures.clone()));
+                        }
                     }
                 }
             }
@@ -321,6 +413,9 @@ pub(crate) async fn apply<'a, T: Statements>(
     }
     if !observations.is_empty() {
         tx.merge_observations(&observations).await?;
+    }
+    if !intervals.is_empty() {
+        tx.merge_intervals(&intervals).await?;
     }
     if !names.is_empty() {
         tx.merge_names(&names).await?;
@@ -333,25 +428,25 @@ async fn queue_statuses(
     conn: &mut impl Statements,
     w: &StatsWindow<'_>,
 ) -> sqlx::Result<Vec<QueueStatus>> {
-    let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
-    for f in conn.conversation_figures(w).await? {
-        let status = QueueStatus {
-            queue_id: f.queue_id.clone(),
-            source: "conversations".into(),
-            waiting: f.waiting,
-            interacting: f.interacting,
-            longest_waiting_ms: f.oldest_waiting.map(|t| (w.now - t).max(0)),
-            answered: f.answered,
-            offered: Some(f.offered),
-            abandoned: f.abandoned,
-            average_wait_ms: f.average_wait,
-            ..QueueStatus::default()
-        };
-        queues.insert(f.queue_id, status);
-    }
-    let observed = conn.fresh_observations(w.fresh_after).await?;
-    let named = conn.queue_names().await?;
-    Ok(assemble_statuses(queues, observed, named, w))
+    let targets = w.settings.targets_json();
+    let period = Period {
+        start: w.day_start,
+        end: w.day_end,
+        interval_start: w.interval_start,
+        interval_end: w.interval_end,
+        open_since: w.open_since,
+        short_abandon_ms: w.settings.short_abandon_ms.unwrap_or(0),
+        target_ms: w.settings.target.seconds.saturating_mul(1000),
+        targets: &targets,
+    };
+    let read = Read {
+        conversations: conn.conversation_figures(&period).await?,
+        observed: conn.fresh_observations(w.fresh_after).await?,
+        intervals: conn.intervals_between(w.day_start, w.day_end).await?,
+        named: conn.queue_names().await?,
+        first_received_at: conn.first_received_at().await?,
+    };
+    Ok(figures::assemble(read, w))
 }
 
 /// Merges `effects` into the statistics (one chunk of a rebuild).
@@ -408,6 +503,8 @@ impl Db {
         limit: i64,
     ) -> sqlx::Result<u64> {
         write_tx!(self, |tx| {
+            // An interval's report is kept as long as the conversations of its time.
+            tx.prune_intervals(ended_before).await?;
             tx.prune_conversations(ended_before, open_before, limit)
                 .await
         })
@@ -429,15 +526,15 @@ mod tests {
             queue_id: "q".into(),
             media_type: "voice".into(),
             observed_at: at,
-            interval_start: None,
             figures,
+            intervals: Vec::new(),
         })
     }
 
     async fn stored_figures(db: &Db) -> Value {
         let rows = read_conn!(db, |conn| conn.fresh_observations(0).await).expect("read");
         assert_eq!(rows.len(), 1);
-        serde_json::from_str(&rows[0].1).expect("JSON figures")
+        serde_json::from_str(&rows[0].2).expect("JSON figures")
     }
 
     #[tokio::test]
