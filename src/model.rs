@@ -418,6 +418,14 @@ pub enum Role {
     Admin,
 }
 
+/// The zone times are shown in (`GC_STATUS_TIMEZONE`), as of the answer it came with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zone {
+    /// Its abbreviation (`CET`); empty: UTC.
+    pub label: String,
+    pub utc_offset_secs: i64,
+}
+
 /// One entry of the admin audit trail.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -429,6 +437,9 @@ pub struct AuditEntry {
     pub count: Option<i64>,
     /// JSON: the ids or filter acted on.
     pub detail: String,
+    /// Where `at` is shown.
+    #[serde(default)]
+    pub zone: Zone,
 }
 
 /// A dead letter as the console lists it.
@@ -446,6 +457,9 @@ pub struct DeadLetterRow {
     /// Which step failed: `payload` (processing it) or `sink` (forwarding it).
     #[serde(default)]
     pub stage: String,
+    /// Where the times are shown.
+    #[serde(default)]
+    pub zone: Zone,
 }
 
 /// One failed attempt of a dead letter.

@@ -204,6 +204,8 @@ for (const width of [1280, 390]) {
     const typeBox = await type.locator("span").boundingBox();
     expect(typeBox?.height ?? 0).toBeLessThan(30);
     await expect(type.locator("span")).toHaveAttribute("title", /very\.long\.topic/);
+    // Times in GC_STATUS_TIMEZONE (Europe/Berlin here), with the zone's label.
+    await expect(row.locator("td.time").first()).toContainText(/ CES?T$/);
     if (width >= 1280) {
       const actions = await row.locator("td.row-actions").boundingBox();
       expect((actions?.x ?? 0) + (actions?.width ?? 0)).toBeLessThanOrEqual(width);

@@ -15,10 +15,18 @@ const PAGE_SIZE: i64 = 100;
 pub async fn get_audit(before: Option<i64>) -> Result<Vec<AuditEntry>, ServerFnError> {
     use crate::server::{portal::context::require_admin, store::Db};
     require_admin().await?;
-    expect_context::<Db>()
+    let zone = super::console::server::zone();
+    let entries = expect_context::<Db>()
         .list_audit(before, PAGE_SIZE)
         .await
-        .map_err(super::console::server::unavailable)
+        .map_err(super::console::server::unavailable)?;
+    Ok(entries
+        .into_iter()
+        .map(|e| AuditEntry {
+            zone: zone.clone(),
+            ..e
+        })
+        .collect())
 }
 
 #[component]
@@ -33,7 +41,7 @@ pub fn AuditPage() -> impl IntoView {
         <Nav role=role current="audit" />
         <main class="audit" data-hydrated=hydrated>
             <h1>"Audit trail"</h1>
-            <p class="lead">"Sign-ins, replays and discards, newest first. Times in UTC."</p>
+            <p class="lead">"Sign-ins, replays and discards, newest first."</p>
             <Transition fallback=|| view! { <p>"Loading…"</p> }>
                 {move || {
                     entries
@@ -62,7 +70,7 @@ pub fn AuditPage() -> impl IntoView {
                                                     .map(|e| {
                                                         view! {
                                                             <tr data-action=e.action.clone()>
-                                                                <td class="time">{format::utc(e.at)}</td>
+                                                                <td class="time">{format::in_zone(e.at, &e.zone)}</td>
                                                                 <td>{e.actor}</td>
                                                                 <td>{e.action.replace('_', " ")}</td>
                                                                 <td class="num">{format::count(e.count)}</td>

@@ -144,7 +144,15 @@ pub(crate) mod server {
             received_at: d.received_at,
             dead_at: d.dead_at,
             stage: d.stage.to_string(),
+            zone: zone(),
         }
+    }
+
+    /// `GC_STATUS_TIMEZONE` now, for the times a server function answers with.
+    pub fn zone() -> crate::model::Zone {
+        leptos::prelude::use_context::<std::sync::Arc<crate::server::status::StatusSource>>()
+            .map(|status| status.zone())
+            .unwrap_or_default()
     }
 
     /// A storage failure as the page shows it (the detail goes to the log).
@@ -592,8 +600,8 @@ fn Letter(
             <td>
                 <div class="error-text" title=row.last_error.clone()>{row.last_error.clone()}</div>
             </td>
-            <td class="time">{format::utc(row.received_at)}</td>
-            <td class="time">{format::utc(row.dead_at)}</td>
+            <td class="time">{format::in_zone(row.received_at, &row.zone)}</td>
+            <td class="time">{format::in_zone(row.dead_at, &row.zone)}</td>
             <td class="row-actions">
                 <button data-testid="replay" disabled=move || act.pending().get() on:click=replay>
                     "Replay"

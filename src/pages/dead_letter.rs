@@ -114,6 +114,7 @@ fn Detail(
     act: ServerAction<ActOnDeadLetters>,
 ) -> impl IntoView {
     let row = detail.row;
+    let zone = row.zone.clone();
     let id = StoredValue::new(row.id.clone());
     view! {
         <h1>"Dead letter " <code class="id">{row.id.clone()}</code></h1>
@@ -123,9 +124,9 @@ fn Detail(
             <dt>"Queue"</dt>
             <dd>{row.queue_id.clone().unwrap_or_else(|| "–".to_owned())}</dd>
             <dt>"Received"</dt>
-            <dd>{format::utc(row.received_at)}</dd>
+            <dd>{format::in_zone(row.received_at, &row.zone)}</dd>
             <dt>"Dead since"</dt>
-            <dd>{format::utc(row.dead_at)}</dd>
+            <dd>{format::in_zone(row.dead_at, &row.zone)}</dd>
             <dt>"Failed at"</dt>
             <dd data-testid="stage">{format::stage(&row.stage)}</dd>
             <dt>"Attempts since the last replay"</dt>
@@ -163,7 +164,7 @@ fn Detail(
                 .map(|a| {
                     view! {
                         <li>
-                            <time>{format::utc(a.at)}</time>
+                            <time>{format::in_zone(a.at, &zone)}</time>
                             " "
                             <span class="error-text">{a.error}</span>
                         </li>

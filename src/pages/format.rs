@@ -67,6 +67,15 @@ pub fn utc(ms: i64) -> String {
     )
 }
 
+/// Epoch milliseconds as `2026-11-29 15:03:07 CET` in `zone` (UTC when it has no label).
+pub fn in_zone(ms: i64, zone: &crate::model::Zone) -> String {
+    if zone.label.is_empty() {
+        return utc(ms);
+    }
+    let local = utc(ms.saturating_add(zone.utc_offset_secs.saturating_mul(1000)));
+    format!("{} {}", local.trim_end_matches(" UTC"), zone.label)
+}
+
 /// Epoch milliseconds as the time of day in a zone `offset_secs` from UTC: `14:03:07`.
 pub fn local_time(ms: i64, offset_secs: i64) -> String {
     utc_time(ms.saturating_add(offset_secs.saturating_mul(1000)))

@@ -109,6 +109,15 @@ impl StatusSource {
         Ok((tz, SharedSettings::new(settings, file)))
     }
 
+    /// The zone times are shown in, now.
+    pub fn zone(&self) -> crate::model::Zone {
+        let now = jiff::Timestamp::now();
+        crate::model::Zone {
+            label: self.timezone.to_offset_info(now).abbreviation().to_string(),
+            utc_offset_secs: i64::from(self.timezone.to_offset(now).seconds()),
+        }
+    }
+
     /// The current status: the cached snapshot while it is younger than `cache_for`, so
     /// the page, the queues API, `/metrics` and every stream share one database read per
     /// interval however many readers there are.

@@ -158,6 +158,7 @@ macro_rules! shared_portal_statements {
                         action,
                         count,
                         detail,
+                        zone: Default::default(),
                     },
                 )
                 .collect())
