@@ -63,7 +63,7 @@ pub struct ForwardPause {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueStatus {
     pub queue_id: String,
-    /// From the queue settings file, else payloads, else the id.
+    /// From payloads, else the queue settings file, else the id.
     pub name: String,
     /// Where the live counts come from: `observations` when a fresh queue observation
     /// supplies them, else `conversations`.

@@ -695,3 +695,91 @@ async fn the_wal_stays_bounded_with_the_status_stream_open_and_forwarding_worker
     let updates = reader.await.expect("the stream reader");
     assert!(updates > 30, "only {updates} status updates on the stream");
 }
+
+#[tokio::test]
+async fn sighup_reads_the_queues_file_again_and_never_stops_the_process() {
+    if on_postgres() {
+        return;
+    }
+    let dir = temp_dir();
+    let file = dir.path().join("queues.json");
+    std::fs::write(&file, r#"{"q-hup": "Sales"}"#).expect("write");
+    let path = file.display().to_string();
+    let server = start_binary(
+        dir.path(),
+        &[
+            ("GC_STATUS_HMAC_SECRETS", SECRET),
+            ("GC_STATUS_QUEUES_FILE", path.as_str()),
+            ("GC_STATUS_STATUS_CACHE_MS", "0"),
+        ],
+    )
+    .await;
+    // No name in the payload: the file's name is the one shown.
+    let body = conversation_event(
+        "e-hup",
+        "q-hup",
+        "c-hup",
+        "queued",
+        gc_status::server::domain::now_ms(),
+    )
+    .replace(r#","queueName":"Queue q-hup""#, "");
+    let signature = sign_hex(SECRET, body.as_bytes());
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("http://{}/api/v2/webhooks/gc-status", server.addr))
+        .header("content-type", "application/json")
+        .header("x-gc-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 202);
+    let name = || async {
+        let snapshot: serde_json::Value = client
+            .get(format!("http://{}/api/v2/queues", server.addr))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        snapshot["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["queue_id"] == "q-hup").cloned())
+            .map(|q| q["name"].clone())
+    };
+    wait_until(
+        "the queue is named from the file",
+        Duration::from_secs(10),
+        || async { name().await == Some(serde_json::json!("Sales")) },
+    )
+    .await;
+    let hup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .expect("send SIGHUP");
+        assert!(status.success());
+    };
+    // A broken file is not applied: the name stays, and the process runs on.
+    std::fs::write(&file, "{").expect("write");
+    hup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(name().await, Some(serde_json::json!("Sales")));
+    // A good one is.
+    std::fs::write(
+        &file,
+        r#"{"q-hup": {"name": "Sales EMEA", "service_level": {"seconds": 30}}}"#,
+    )
+    .expect("write");
+    hup();
+    wait_until("the new name is shown", Duration::from_secs(10), || async {
+        name().await == Some(serde_json::json!("Sales EMEA"))
+    })
+    .await;
+    let mut server = server;
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "still running"
+    );
+}

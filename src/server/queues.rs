@@ -233,10 +233,8 @@ impl SharedSettings {
     }
 
     /// Re-reads the file on every SIGHUP until `stop` (a supervised task: it ends only then).
+    /// Without a file a SIGHUP is logged and ignored, so it never stops the process.
     pub async fn reload_on_hangup(self, stop: tokio_util::sync::CancellationToken) {
-        let Some((path, setting)) = self.file.clone() else {
-            return stop.cancelled().await;
-        };
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(signal) => signal,
@@ -250,6 +248,12 @@ impl SharedSettings {
                 received = hangup.recv() => if received.is_none() { return stop.cancelled().await },
                 () = stop.cancelled() => return,
             }
+            let Some((path, setting)) = &self.file else {
+                tracing::info!(
+                    "SIGHUP: no GC_STATUS_QUEUES_FILE (or GC_STATUS_QUEUE_NAMES_FILE) to read again"
+                );
+                continue;
+            };
             match self.reload() {
                 Ok(count) => tracing::info!(
                     file = %path.display(),
