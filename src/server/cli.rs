@@ -18,7 +18,12 @@ use super::{
 const CLI_ACTOR: &str = "gc-status CLI";
 
 pub async fn run(config: &Config, command: &Command) -> anyhow::Result<()> {
-    let (db, writer) = store::open(&config.database_url, config.store_timeout()).await?;
+    // An operator's command may wait for a busy server's write lock far longer than a webhook
+    // would (it answers no sender): under load, 2 s was seen to run out.
+    let patience = config
+        .store_timeout()
+        .max(std::time::Duration::from_secs(15));
+    let (db, writer) = store::open(&config.database_url, patience).await?;
     drop(writer);
     let result = match command {
         Command::RebuildStats => {

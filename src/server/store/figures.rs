@@ -204,10 +204,14 @@ fn status_of(
     if observed {
         for (name, f) in &parts.observed {
             let m = live_from_observation(f, w.now);
-            status.waiting += m.waiting.unwrap_or(0);
-            status.interacting += m.interacting.unwrap_or(0);
+            // Saturating: a sender's absurd count must not overflow the sum.
+            status.waiting = status.waiting.saturating_add(m.waiting.unwrap_or(0));
+            status.interacting = status
+                .interacting
+                .saturating_add(m.interacting.unwrap_or(0));
             if let Some(alerting) = f.get("alerting").and_then(Value::as_i64) {
-                *status.alerting.get_or_insert(0) += alerting;
+                let sum = status.alerting.unwrap_or(0).saturating_add(alerting);
+                status.alerting = Some(sum);
             }
             if let Some(since) = m.longest_waiting_ms.map(|ms| w.now - ms) {
                 longest_since = Some(longest_since.map_or(since, |s| s.min(since)));
