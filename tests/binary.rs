@@ -764,7 +764,10 @@ async fn sighup_reads_the_queues_file_again_and_never_stops_the_process() {
     // A broken file is not applied: the name stays, and the process runs on.
     std::fs::write(&file, "{").expect("write");
     hup();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the refusal is logged", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&server.log).is_ok_and(|log| log.contains("not applied"))
+    })
+    .await;
     assert_eq!(name().await, Some(serde_json::json!("Sales")));
     // A good one is.
     std::fs::write(
