@@ -33,6 +33,26 @@ pub struct PipelineStatus {
     /// Forwarding to the sink, when one is configured.
     #[serde(default)]
     pub forwarding: Option<ForwardingStatus>,
+    /// The Genesys Cloud connector, when one is configured.
+    #[serde(default)]
+    pub genesys: Option<ConnectorStatus>,
+}
+
+/// The Genesys Cloud connector's state, for the wallboard's strip.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorStatus {
+    /// `starting`, `websocket` (live over the notifications websocket, with polls between),
+    /// `polling` (no websocket: by choice, or `reason` says why) or `failing` (calls fail:
+    /// `reason` says why, `next_try_at` when it tries again).
+    pub state: String,
+    pub reason: Option<String>,
+    pub next_try_at: Option<String>,
+    /// Queues watched.
+    pub queues: usize,
+    /// RFC 3339 (UTC) of the last good poll, today's figures and the last notification.
+    pub last_poll_at: Option<String>,
+    pub today_at: Option<String>,
+    pub last_notification_at: Option<String>,
 }
 
 /// Deliveries to the downstream sink.

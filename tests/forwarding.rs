@@ -22,7 +22,8 @@ use axum::{
 };
 use common::*;
 use gc_status::server::{
-    config::ForwardConfig, domain::now_ms, forward::token::TokenSource, store::DeliveryState,
+    config::ForwardConfig, domain::now_ms, forward::token_source, oauth::TokenSource,
+    store::DeliveryState,
 };
 use serde_json::{json, Value};
 
@@ -392,7 +393,7 @@ async fn fifty_workers_at_expiry_make_one_token_request() {
     let (down, addr) = downstream(3600).await;
     down.token_delay_ms.store(300, Ordering::SeqCst);
     let source = Arc::new(
-        TokenSource::from_config(&token_settings(addr), reqwest::Client::new())
+        token_source(&token_settings(addr), reqwest::Client::new())
             .expect("valid settings")
             .expect("a token source"),
     );

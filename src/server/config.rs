@@ -260,6 +260,9 @@ pub struct Config {
     #[command(flatten)]
     pub forward: ForwardConfig,
 
+    #[command(flatten)]
+    pub genesys: GenesysConfig,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -429,6 +432,73 @@ pub struct ForwardConfig {
         default_value_t = 60
     )]
     pub oauth_refresh_margin_secs: u64,
+}
+
+/// The Genesys Cloud connector: gc-status calls Genesys's Platform API itself with an OAuth
+/// client (client credentials). Unset environment: no connector.
+#[derive(Debug, Clone, Args)]
+pub struct GenesysConfig {
+    /// The org's Genesys Cloud environment (`mypurecloud.com`, `mypurecloud.ie`,
+    /// `usw2.pure.cloud`, …): the API is `https://api.<env>`, tokens come from
+    /// `https://login.<env>/oauth/token`.
+    #[arg(long, env = "GC_STATUS_GENESYS_ENVIRONMENT")]
+    pub genesys_environment: Option<String>,
+
+    /// The Platform API's base URL instead of `https://api.<env>` (a proxy, a local test server).
+    #[arg(long, env = "GC_STATUS_GENESYS_API_URL")]
+    pub genesys_api_url: Option<String>,
+
+    /// The login service's base URL instead of `https://login.<env>`.
+    #[arg(long, env = "GC_STATUS_GENESYS_LOGIN_URL")]
+    pub genesys_login_url: Option<String>,
+
+    /// The OAuth client's id (a client-credentials grant).
+    #[arg(long, env = "GC_STATUS_GENESYS_CLIENT_ID")]
+    pub genesys_client_id: Option<String>,
+
+    /// The OAuth client's secret (never logged or shown).
+    #[arg(long, env = "GC_STATUS_GENESYS_CLIENT_SECRET", hide_env_values = true)]
+    pub genesys_client_secret: Option<SecretString>,
+
+    /// Which queues to watch, by id or name, `prefix*` for many, separated by commas. Default:
+    /// every queue the client may see.
+    #[arg(long, env = "GC_STATUS_GENESYS_QUEUES", value_delimiter = ',')]
+    pub genesys_queues: Vec<String>,
+
+    /// How often the live observations are polled (seconds).
+    #[arg(long, env = "GC_STATUS_GENESYS_POLL_SECS", default_value_t = 10)]
+    pub genesys_poll_secs: u64,
+
+    /// Whether observations are also pushed over a notifications websocket.
+    #[arg(
+        long,
+        env = "GC_STATUS_GENESYS_NOTIFICATIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub genesys_notifications: bool,
+
+    /// How often today's figures are asked for again (seconds; also after any gap in the
+    /// live feed).
+    #[arg(long, env = "GC_STATUS_GENESYS_AGGREGATES_SECS", default_value_t = 300)]
+    pub genesys_aggregates_secs: u64,
+
+    /// How often the queue list (names, service-level targets) is read again (seconds).
+    #[arg(
+        long,
+        env = "GC_STATUS_GENESYS_QUEUES_REFRESH_SECS",
+        default_value_t = 600
+    )]
+    pub genesys_queues_refresh_secs: u64,
+
+    /// A notifications websocket silent this long (Genesys sends a heartbeat every 30 s) is
+    /// taken for dead and replaced (seconds).
+    #[arg(
+        long,
+        env = "GC_STATUS_GENESYS_HEARTBEAT_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
+    pub genesys_heartbeat_timeout_secs: u64,
 }
 
 impl ForwardConfig {

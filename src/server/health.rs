@@ -11,9 +11,29 @@ use std::{
 
 /// Shared health of the process's parts; cheap to clone.
 #[derive(Clone, Debug, Default)]
-pub struct Health(Arc<Mutex<BTreeMap<&'static str, String>>>);
+pub struct Health {
+    unhealthy: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    /// Parts in trouble that do not stop webhooks being taken (Genesys Cloud out of reach):
+    /// `/readyz` names them and stays ready.
+    degraded: Arc<Mutex<BTreeMap<&'static str, String>>>,
+}
 
 impl Health {
+    /// Marks `part` degraded with a short cause: shown in `/readyz`, which stays ready.
+    pub fn degrade(&self, part: &'static str, cause: impl Into<String>) {
+        lock(&self.degraded).insert(part, cause.into());
+    }
+
+    /// Marks `part` no longer degraded.
+    pub fn undegrade(&self, part: &'static str) {
+        lock(&self.degraded).remove(part);
+    }
+
+    /// Every degraded part with its cause.
+    pub fn degradations(&self) -> BTreeMap<&'static str, String> {
+        lock(&self.degraded).clone()
+    }
+
     /// Marks `part` unhealthy with a short cause (shown in `/readyz`).
     pub fn fail(&self, part: &'static str, cause: impl Into<String>) {
         self.parts().insert(part, cause.into());
@@ -30,11 +50,13 @@ impl Health {
     }
 
     fn parts(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, String>> {
-        // A panic while holding this lock cannot leave the map half-updated: recover it.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.unhealthy)
     }
+}
+
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-updated: recover it.
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ pub struct QueueSettings {
     pub thresholds: Thresholds,
     /// Per-queue settings, by queue id.
     pub queues: HashMap<String, QueueSetting>,
+    /// What Genesys Cloud says of each queue (the connector's queue list), by queue id: its
+    /// name and target win over the payloads' and the file's; the file's thresholds stay.
+    pub directory: HashMap<String, DirectoryEntry>,
+}
+
+/// A queue as Genesys Cloud's queue list names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectoryEntry {
+    pub name: String,
+    /// Its service-level target (voice's, else its first media type's).
+    pub target: Option<ServiceLevelTarget>,
 }
 
 impl Default for QueueSettings {
@@ -38,6 +49,7 @@ impl Default for QueueSettings {
             short_abandon_ms: None,
             thresholds: Thresholds::default(),
             queues: HashMap::new(),
+            directory: HashMap::new(),
         }
     }
 }
@@ -148,8 +160,21 @@ impl QueueSettings {
         self.queues.get(queue)?.name.as_deref()
     }
 
-    /// The queue's service-level target.
+    /// The queue's name in Genesys Cloud's queue list (the connector's).
+    pub fn directory_name(&self, queue: &str) -> Option<&str> {
+        Some(self.directory.get(queue)?.name.as_str())
+    }
+
+    /// Genesys Cloud's target for the queue, when the connector read one.
+    fn directory_target(&self, queue: &str) -> Option<ServiceLevelTarget> {
+        self.directory.get(queue)?.target
+    }
+
+    /// The queue's service-level target: Genesys Cloud's, else the file's, else the global.
     pub fn target(&self, queue: &str) -> ServiceLevelTarget {
+        if let Some(target) = self.directory_target(queue) {
+            return target;
+        }
         match self.queues.get(queue) {
             None => self.target,
             Some(q) => ServiceLevelTarget {
@@ -161,7 +186,7 @@ impl QueueSettings {
 
     /// Per-queue targets in milliseconds, as the statistics query takes them (`{"queue": ms}`).
     pub fn targets_json(&self) -> String {
-        let targets: BTreeMap<&str, i64> = self
+        let mut targets: BTreeMap<&str, i64> = self
             .queues
             .iter()
             .filter_map(|(queue, q)| {
@@ -170,6 +195,11 @@ impl QueueSettings {
                     .map(|s| (queue.as_str(), s.saturating_mul(1000)))
             })
             .collect();
+        for (queue, entry) in &self.directory {
+            if let Some(target) = entry.target {
+                targets.insert(queue.as_str(), target.seconds.saturating_mul(1000));
+            }
+        }
         serde_json::to_string(&targets).unwrap_or_else(|_| "{}".to_owned())
     }
 
@@ -225,11 +255,25 @@ impl SharedSettings {
         let count = queues.len();
         let mut next = (*self.get()).clone();
         next.queues = queues;
+        self.replace(next);
+        Ok(count)
+    }
+
+    /// Replaces what Genesys Cloud's queue list says (names, targets); the file's settings stay.
+    pub fn set_directory(&self, directory: HashMap<String, DirectoryEntry>) {
+        let mut next = (*self.get()).clone();
+        if next.directory == directory {
+            return;
+        }
+        next.directory = directory;
+        self.replace(next);
+    }
+
+    fn replace(&self, next: QueueSettings) {
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
-        Ok(count)
     }
 
     /// Re-reads the file on every SIGHUP until `stop` (a supervised task: it ends only then).

@@ -18,6 +18,7 @@ use super::{
     client::TrustedProxies,
     config::Config,
     forward::{self, Forwarder},
+    genesys::{lookup::DetailsLookup, Connector, GenesysSettings},
     guard::SignInGuard,
     health::Health,
     http::{self, serve, state::AppState, ServeSettings},
@@ -118,12 +119,42 @@ impl Application {
                 file: store::database_file(&config.database_url),
             },
         );
-        let worker = Worker::new(
+        let genesys = GenesysSettings::from_config(&config.genesys)?;
+        let mut worker = Worker::new(
             db.clone(),
             processor,
             WorkerSettings::from_config(&config.worker),
             processed.clone(),
         );
+        let webhooks = Arc::new(Webhooks {
+            auth,
+            writer,
+            max_body_bytes: config.max_body_bytes,
+            body_timeout: Limits::from_config(&config).body_timeout,
+            inline,
+            db: db.clone(),
+        });
+        // The connector is one more sender into the same pipeline as the webhooks.
+        let connector = match genesys {
+            Some(settings) => {
+                tracing::info!(
+                    api = %settings.api_url,
+                    notifications = settings.notifications,
+                    poll_secs = settings.poll.as_secs(),
+                    "Genesys Cloud connector on"
+                );
+                let connector = Connector::new(
+                    settings,
+                    webhooks.clone(),
+                    queue_settings.clone(),
+                    timezone.clone(),
+                    health.clone(),
+                )?;
+                worker = worker.with_lookup(Arc::new(DetailsLookup(connector.api())));
+                Some(connector)
+            }
+            None => None,
+        };
         let status = Arc::new(StatusSource {
             db: db.clone(),
             timezone,
@@ -137,6 +168,7 @@ impl Application {
             cache: Default::default(),
             board: portal.board.clone(),
             forwarding: forwarder.as_ref().map(Forwarder::monitor),
+            genesys: connector.as_ref().map(Connector::monitor),
         });
         let guard = SignInGuard::default();
         let admin = admin::AdminAccess::new(
@@ -167,14 +199,7 @@ impl Application {
         let state = AppState {
             leptos_options,
             db: db.clone(),
-            webhooks: Arc::new(Webhooks {
-                auth,
-                writer,
-                max_body_bytes: config.max_body_bytes,
-                body_timeout: limits.body_timeout,
-                inline,
-                db: db.clone(),
-            }),
+            webhooks,
             admin,
             guard,
             status: status.clone(),
@@ -188,6 +213,12 @@ impl Application {
         };
         let router = http::router(state);
         let mut extra_tasks: Vec<(&'static str, BoxFuture<'static, ()>)> = Vec::new();
+        if let Some(connector) = connector {
+            extra_tasks.push((
+                "genesys connector",
+                Box::pin(connector.run(shutdown.clone())),
+            ));
+        }
         if let Some(rx) = inline_rx {
             extra_tasks.push((
                 "inline applier",

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     config::Config,
     forward::ForwardMonitor,
+    genesys::ConnectorMonitor,
     queues::{percent, QueueSettings, SharedSettings},
     rates::RateMeter,
     store::{Db, StatsWindow},
@@ -39,6 +40,8 @@ pub struct StatusSource {
     pub board: BoardSettings,
     /// Forwarding's pause state and delivery rate, when a sink is configured.
     pub forwarding: Option<Arc<ForwardMonitor>>,
+    /// The Genesys Cloud connector's state, when one is configured.
+    pub genesys: Option<Arc<ConnectorMonitor>>,
 }
 
 /// A name for this process among replicas: host, process id and a random part (a restarted
@@ -105,6 +108,7 @@ impl StatusSource {
                 },
             },
             queues,
+            directory: Default::default(),
         };
         Ok((tz, SharedSettings::new(settings, file)))
     }
@@ -181,6 +185,7 @@ impl StatusSource {
                     .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                     .map(|t| t.to_string()),
                 forwarding,
+                genesys: self.genesys.as_ref().map(|g| g.status()),
             },
             queues,
             as_of: now.to_string(),

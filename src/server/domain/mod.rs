@@ -83,6 +83,14 @@ pub struct IntervalFigures {
     pub figures: Map<String, Value>,
 }
 
+/// Where a conversation queued, as Genesys's conversation details say (for a state change
+/// that named no queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOfConversation {
+    pub queue_id: String,
+    pub media_type: Option<String>,
+}
+
 /// Genesys's media type names, normalised to its observation groups' lowercase names:
 /// detail events say `VOICE`, queue settings say `call`.
 pub fn media_type(raw: &str) -> String {

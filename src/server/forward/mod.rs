@@ -3,14 +3,12 @@
 //! backoff and dead letters (`stage = 'sink'`). The statistics never wait for the sink.
 //!
 //! The forwarder claims due deliveries, sends them concurrently (with an OAuth2 token from
-//! the shared [`token::TokenSource`]) and records the outcomes in one transaction. When the
+//! the shared [`TokenSource`]) and records the outcomes in one transaction. When the
 //! sink keeps failing it pauses for a cool-down instead of spending every event's attempts,
 //! then tries one event and resumes when that succeeds: an outage costs no event an attempt,
 //! and nothing is dead-lettered just because the sink was down for a while.
 
 pub mod sink;
-pub mod token;
-pub mod transport;
 
 use std::{
     sync::{Arc, Mutex},
@@ -20,13 +18,11 @@ use std::{
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use self::{
-    sink::{Delivery, Sink},
-    token::TokenSource,
-};
+use self::sink::{Delivery, Sink};
 use super::{
     config::{ForwardConfig, WorkerConfig},
     domain::{now_ms, ClaimedEvent, DeliveryOutcome},
+    oauth::{TokenSettings, TokenSource},
     rates::RateMeter,
     store::{ClaimRequest, Db},
     worker::{grace_after, new_token, retry::Backoff, WorkerSettings},
@@ -141,7 +137,7 @@ pub fn from_config(
         .user_agent(concat!("gc-status/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot set up the HTTP client for the sink")?;
-    let tokens = TokenSource::from_config(forward, http.clone())?.map(Arc::new);
+    let tokens = token_source(forward, http.clone())?.map(Arc::new);
     if url.scheme() == "http" && tokens.is_some() && !is_loopback(&url) {
         tracing::warn!(
             "GC_STATUS_SINK_URL is plain http: the sink's bearer token crosses the network unencrypted"
@@ -380,4 +376,46 @@ impl Forwarder {
     pub fn monitor(&self) -> Arc<ForwardMonitor> {
         self.monitor.clone()
     }
+}
+
+/// The sink's token source the settings ask for: `None` without a token URL; an error that
+/// says what to fix when the settings are incomplete.
+pub fn token_source(
+    config: &ForwardConfig,
+    http: reqwest::Client,
+) -> anyhow::Result<Option<TokenSource>> {
+    let Some(url) = config.oauth_token_url.as_deref().filter(|u| !u.is_empty()) else {
+        if config.oauth_client_id.is_some() || config.oauth_client_secret.is_some() {
+            anyhow::bail!(
+                "GC_STATUS_OAUTH_CLIENT_ID/_SECRET are set but GC_STATUS_OAUTH_TOKEN_URL is \
+                 not: set the token endpoint too, or unset them to call the sink without a token"
+            );
+        }
+        return Ok(None);
+    };
+    let (Some(id), Some(secret)) = (&config.oauth_client_id, &config.oauth_client_secret) else {
+        anyhow::bail!(
+            "GC_STATUS_OAUTH_TOKEN_URL is set: GC_STATUS_OAUTH_CLIENT_ID and \
+             GC_STATUS_OAUTH_CLIENT_SECRET are needed too"
+        );
+    };
+    let settings = TokenSettings {
+        token_url: url.to_owned(),
+        client_id: id.clone(),
+        client_secret: secret.clone(),
+        client_auth: config.oauth_client_auth,
+        scopes: config
+            .oauth_scope
+            .as_deref()
+            .unwrap_or_default()
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        audience: config.oauth_audience.clone(),
+        margin: Duration::from_secs(config.oauth_refresh_margin_secs),
+        purpose: "the sink",
+        label: "sink",
+    };
+    TokenSource::new(settings, "GC_STATUS_OAUTH_TOKEN_URL", http).map(Some)
 }

@@ -6,13 +6,13 @@ use reqwest::{header, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{
-    token::{Token, TokenSource},
-    transport::describe_http_error,
-};
 use crate::server::domain::{
     interpret::{self, Rules},
     ClaimedEvent, Effect,
+};
+use crate::server::{
+    oauth::{Token, TokenSource},
+    transport::{describe_http_error, parse_retry_after},
 };
 
 /// How one delivery went.
@@ -31,8 +31,6 @@ pub enum Delivery {
     },
 }
 
-/// The longest `Retry-After` honoured: a sink asking for more is retried after this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// How much of the sink's answer a dead letter quotes.
 const QUOTED_ANSWER_CHARS: usize = 200;
 
@@ -218,19 +216,6 @@ async fn quote_answer(response: reqwest::Response, token: Option<&Token>) -> Str
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let wait = if let Ok(secs) = value.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-        let wait = at.as_millisecond() - jiff::Timestamp::now().as_millisecond();
-        Duration::from_millis(u64::try_from(wait).unwrap_or(0))
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 /// The normalized record of an event, as the sink receives it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -342,21 +327,5 @@ mod tests {
             })
             .collect();
         assert_eq!(keys.len(), odd.len(), "distinct ids, distinct keys");
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
-        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
-        let date =
-            jiff::fmt::rfc2822::to_string(&soon.to_zoned(jiff::tz::TimeZone::UTC)).expect("a date");
-        let wait = parse_retry_after(&date).expect("an HTTP date");
-        assert!(wait > Duration::from_secs(27) && wait <= Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("later"), None);
     }
 }

@@ -19,7 +19,8 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Ready: the database answers, its schema is current, every background task runs and the
 /// last commit did not hit a storage fault. Otherwise 503 with each unhealthy part and why,
-/// e.g. `{"status":"not_ready","unhealthy":{"storage":"the disk ... is full"}}`.
+/// e.g. `{"status":"not_ready","unhealthy":{"storage":"the disk ... is full"}}`. Parts
+/// that do not stop webhooks (Genesys Cloud out of reach) are listed under `degraded`, ready.
 pub async fn readyz(State(db): State<Db>, State(health): State<Health>) -> Response {
     let mut unhealthy: BTreeMap<&'static str, String> = health.problems();
     match db.is_ready().await {
@@ -32,12 +33,16 @@ pub async fn readyz(State(db): State<Db>, State(health): State<Health>) -> Respo
             unhealthy.insert("database", "the database does not answer".into());
         }
     }
-    if unhealthy.is_empty() {
+    let degraded = health.degradations();
+    if unhealthy.is_empty() && degraded.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
+    } else if unhealthy.is_empty() {
+        // Webhooks are still taken: ready, but say what is out of reach.
+        Json(json!({ "status": "ready", "degraded": degraded })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "unhealthy": unhealthy })),
+            Json(json!({ "status": "not_ready", "unhealthy": unhealthy, "degraded": degraded })),
         )
             .into_response()
     }

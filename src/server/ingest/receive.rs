@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::State,
     http::{header::CONTENT_TYPE, HeaderMap, StatusCode},
     response::IntoResponse,
@@ -112,58 +112,69 @@ async fn ingest(state: &Webhooks, headers: &HeaderMap, body: Body) -> Result<Acc
         state.auth.verify(headers, &body).map_err(unauthorized)?;
     }
 
-    let received_at = jiff::Timestamp::now().as_millisecond();
-    let envelope = match envelope::parse(&body) {
-        Ok(envelope) => envelope,
-        // Valid JSON in a shape not recognised: EventBridge never redelivers a 4xx, so a
-        // 400 would lose it for good. Keep it where an admin sees it and can replay it.
-        Err(invalid) if envelope::is_json(&body) => {
-            return dead_on_arrival(state, body, received_at, invalid.to_string()).await
-        }
-        Err(invalid) => return Err(invalid.into()),
-    };
-    // Inline processing: interpreting is pure CPU, done here in parallel across requests and
-    // outside the write lock; the writer stores the result in the same commit as the event.
-    let processed = state.inline.as_deref().map(|processor| {
-        worker::verdict(
-            processor,
-            &ClaimedEvent {
-                seq: 0,
-                id: envelope.event_id.clone(),
-                event_type: envelope.event_type.clone(),
-                payload: body.clone(),
-                attempts: 1,
-                received_at,
-            },
-        )
-    });
-    let receipt = state
-        .writer
-        .store(NewEvent {
-            id: envelope.event_id,
-            event_type: envelope.event_type,
-            payload: body,
-            received_at,
-            processed,
-        })
-        .await?;
-    if receipt.id_reused && receipt.stored == Stored::New {
-        // Senders that reuse an id (a conversation id per state change) show up here.
-        metrics::counter!("gc_status_event_id_reused_total").increment(1);
-    }
+    state
+        .store(body, jiff::Timestamp::now().as_millisecond())
+        .await
+}
 
-    Ok(Accepted {
-        accepted: true,
-        id: receipt.id,
-        duplicate: receipt.stored == Stored::Duplicate,
-        dead_lettered: None,
-    })
+impl Webhooks {
+    /// Stores an authenticated body: validated, processed inline when processing is, and
+    /// durably committed before this returns. What the webhook route does after its checks,
+    /// and how the Genesys Cloud connector feeds what it fetches into the same pipeline.
+    pub async fn store(&self, body: Bytes, received_at: i64) -> Result<Accepted, ApiError> {
+        let state = self;
+        let envelope = match envelope::parse(&body) {
+            Ok(envelope) => envelope,
+            // Valid JSON in a shape not recognised: EventBridge never redelivers a 4xx, so a
+            // 400 would lose it for good. Keep it where an admin sees it and can replay it.
+            Err(invalid) if envelope::is_json(&body) => {
+                return dead_on_arrival(state, body, received_at, invalid.to_string()).await
+            }
+            Err(invalid) => return Err(invalid.into()),
+        };
+        // Inline processing: interpreting is pure CPU, done here in parallel across requests and
+        // outside the write lock; the writer stores the result in the same commit as the event.
+        let processed = state.inline.as_deref().map(|processor| {
+            worker::verdict(
+                processor,
+                &ClaimedEvent {
+                    seq: 0,
+                    id: envelope.event_id.clone(),
+                    event_type: envelope.event_type.clone(),
+                    payload: body.clone(),
+                    attempts: 1,
+                    received_at,
+                },
+            )
+        });
+        let receipt = state
+            .writer
+            .store(NewEvent {
+                id: envelope.event_id,
+                event_type: envelope.event_type,
+                payload: body,
+                received_at,
+                processed,
+            })
+            .await?;
+        if receipt.id_reused && receipt.stored == Stored::New {
+            // Senders that reuse an id (a conversation id per state change) show up here.
+            metrics::counter!("gc_status_event_id_reused_total").increment(1);
+        }
+
+        Ok(Accepted {
+            accepted: true,
+            id: receipt.id,
+            duplicate: receipt.stored == Stored::Duplicate,
+            dead_lettered: None,
+        })
+    }
 }
 
 /// Stores a body of an unrecognised shape under its digest and dead-letters it at once.
 async fn dead_on_arrival(
     state: &Webhooks,
-    body: axum::body::Bytes,
+    body: Bytes,
     received_at: i64,
     why: String,
 ) -> Result<Accepted, ApiError> {

@@ -158,9 +158,11 @@ pub(crate) fn assemble(read: Read, w: &StatsWindow<'_>) -> Vec<QueueStatus> {
         .into_iter()
         .map(|(queue_id, parts)| {
             let mut status = status_of(&queue_id, &parts, conversations_since, w);
-            status.name = named
-                .get(&queue_id)
-                .map(String::as_str)
+            // Genesys's queue list (the connector's) over the payloads' names over the file.
+            status.name = w
+                .settings
+                .directory_name(&queue_id)
+                .or_else(|| named.get(&queue_id).map(String::as_str))
                 .or_else(|| w.settings.name(&queue_id))
                 .unwrap_or(&queue_id)
                 .to_owned();

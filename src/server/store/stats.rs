@@ -9,7 +9,7 @@
 //! a row twice) and written in key order, so two transactions never wait on each other's rows
 //! in opposite orders.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -455,7 +455,33 @@ async fn apply_effects(tx: &mut impl Statements, effects: &[Effect]) -> sqlx::Re
     apply(tx, effects.iter(), &routes).await
 }
 
+/// See [`Db::placed_conversations`].
+async fn placed<T: Statements>(
+    conn: &mut T,
+    conversations: &[String],
+) -> sqlx::Result<HashSet<String>> {
+    let original: HashMap<String, &str> = conversations
+        .iter()
+        .map(|c| (T::text(c).into_owned(), c.as_str()))
+        .collect();
+    let keys: Vec<String> = original.keys().cloned().collect();
+    Ok(conn
+        .conversation_queues(&keys)
+        .await?
+        .into_iter()
+        .map(|(c, _)| original.get(&c).map_or(c.clone(), |o| (*o).to_owned()))
+        .collect())
+}
+
 impl Db {
+    /// Which of `conversations` a stored event already places in a queue.
+    pub async fn placed_conversations(
+        &self,
+        conversations: &[String],
+    ) -> sqlx::Result<HashSet<String>> {
+        read_conn!(self, |conn| placed(conn, conversations).await)
+    }
+
     /// Every queue's statistics, busiest first.
     pub async fn queue_statuses(&self, w: &StatsWindow<'_>) -> sqlx::Result<Vec<QueueStatus>> {
         read_conn!(self, |conn| queue_statuses(conn, w).await)

@@ -14,10 +14,12 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use futures_util::{future::BoxFuture, StreamExt as _};
+
 use self::retry::Backoff;
 use super::{
     config::WorkerConfig,
-    domain::{ClaimedEvent, Effect, Outcome, ProcessError},
+    domain::{ClaimedEvent, Effect, Outcome, ProcessError, QueueOfConversation},
     rates::RateMeter,
     store::{ClaimRequest, Completed, Db},
 };
@@ -35,6 +37,18 @@ pub trait Processor: Send + Sync + 'static {
         false
     }
 }
+
+/// Where a conversation queued, asked of an outside service (the Genesys Cloud connector's
+/// conversation details) when no stored event says. `Ok(None)`: not known there yet.
+pub trait ConversationLookup: Send + Sync + 'static {
+    fn queue_of<'a>(
+        &'a self,
+        conversation_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<QueueOfConversation>, String>>;
+}
+
+/// Lookups one batch makes at once.
+const LOOKUPS_AT_ONCE: usize = 8;
 
 /// The processor's verdict on `event`. A panic is that event's permanent failure, never the
 /// caller's: the worker, its batch, or the request that delivered it go on.
@@ -164,6 +178,7 @@ pub struct Worker {
     processor: Arc<dyn Processor>,
     settings: Arc<WorkerSettings>,
     processed: Arc<RateMeter>,
+    lookup: Option<Arc<dyn ConversationLookup>>,
 }
 
 impl Worker {
@@ -178,6 +193,84 @@ impl Worker {
             processor,
             settings: Arc::new(settings),
             processed,
+            lookup: None,
+        }
+    }
+
+    /// Looks up, with `lookup`, where conversations that no stored event places queued.
+    pub fn with_lookup(mut self, lookup: Arc<dyn ConversationLookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
+    }
+
+    /// Places the conversations of state changes without a queue that no stored event
+    /// explains, by asking the lookup; one it does not know yet is retried with backoff
+    /// (analytics lags a few seconds behind a new conversation).
+    async fn look_up_unplaced(&self, outcomes: &mut [(ClaimedEvent, Outcome)], now: i64) {
+        let Some(lookup) = &self.lookup else { return };
+        let unplaced: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Done(Effect::Conversation(c)) if c.queue_id.is_none() => {
+                    Some(c.conversation_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if unplaced.is_empty() {
+            return;
+        }
+        let placed = match self.db.placed_conversations(&unplaced).await {
+            Ok(placed) => placed,
+            // The completion checks again; without the answer, nothing is looked up.
+            Err(_) => return,
+        };
+        let wanted: std::collections::BTreeSet<&String> =
+            unplaced.iter().filter(|c| !placed.contains(*c)).collect();
+        let answers: std::collections::HashMap<String, _> =
+            futures_util::stream::iter(wanted.into_iter().cloned())
+                .map(|id| async move {
+                    let answer = lookup.queue_of(&id).await;
+                    (id, answer)
+                })
+                .buffer_unordered(LOOKUPS_AT_ONCE)
+                .collect()
+                .await;
+        for (event, outcome) in outcomes.iter_mut() {
+            let Outcome::Done(Effect::Conversation(c)) = outcome else {
+                continue;
+            };
+            match answers.get(&c.conversation_id) {
+                Some(Ok(Some(found))) => {
+                    metrics::counter!("gc_status_conversations_looked_up_total", "result" => "found")
+                        .increment(1);
+                    c.queue_id = Some(found.queue_id.clone());
+                    if c.media_type.is_none() {
+                        c.media_type.clone_from(&found.media_type);
+                    }
+                }
+                Some(Ok(None)) => {
+                    metrics::counter!("gc_status_conversations_looked_up_total", "result" => "not_yet")
+                        .increment(1);
+                    let error = format!(
+                        "conversation {} is in no queue gc-status knows, and Genesys Cloud has \
+                         no details of it yet (404): retried",
+                        c.conversation_id
+                    );
+                    *outcome = self.failure(event, ProcessError::Transient(error), now);
+                }
+                Some(Err(why)) => {
+                    metrics::counter!("gc_status_conversations_looked_up_total", "result" => "failed")
+                        .increment(1);
+                    let error = format!(
+                        "conversation {} is in no queue gc-status knows, and its details could \
+                         not be read: {why}",
+                        c.conversation_id
+                    );
+                    *outcome = self.failure(event, ProcessError::Transient(error), now);
+                }
+                None => {}
+            }
         }
     }
 
@@ -273,6 +366,7 @@ impl Worker {
                 (event, outcome)
             })
             .collect();
+        self.look_up_unplaced(&mut outcomes, now).await;
         let completed = self
             .db
             .complete(token, now, &mut outcomes, |event, reason| {

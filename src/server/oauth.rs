@@ -1,10 +1,11 @@
-//! OAuth2 client-credentials tokens for the sink: one cached token shared by every delivery,
-//! renewed a margin before it expires, single-flight.
+//! OAuth2 client-credentials tokens, for the sink's deliveries and the Genesys Cloud
+//! connector's calls alike: one cached token per client shared by every caller, renewed a
+//! margin before it expires, single-flight.
 //!
 //! The cache sits behind one async mutex that is held while a renewal is in flight, so when
-//! the token runs out under fifty concurrent deliveries, one asks the token endpoint and the
-//! other forty-nine wait for its answer. A token the sink rejects (401) is renewed once per
-//! rejection of that token, not once per delivery that saw it rejected.
+//! the token runs out under fifty concurrent callers, one asks the token endpoint and the
+//! other forty-nine wait for its answer. A token the server rejects (401) is renewed once per
+//! rejection of that token, not once per caller that saw it rejected.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,10 @@ use oauth2::{
     AccessToken, AuthType, Client, ClientId, ClientSecret, EndpointNotSet, EndpointSet,
     RefreshToken, RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
 };
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::server::config::{ForwardConfig, OAuthClientAuth};
+use crate::server::config::OAuthClientAuth;
 
 /// A token-endpoint failure, worded for logs and dead letters: never the secret or a token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +79,8 @@ pub struct TokenSource {
     scopes: Vec<Scope>,
     audience: Option<String>,
     margin: Duration,
+    purpose: &'static str,
+    label: &'static str,
     slot: tokio::sync::Mutex<Slot>,
 }
 
@@ -88,58 +91,55 @@ struct Slot {
     failed: Option<(Instant, TokenError)>,
 }
 
+/// Where a token source asks and as whom: from the forwarding settings
+/// ([`crate::server::forward::token_settings`]) or the Genesys Cloud connector's.
+pub struct TokenSettings {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub client_auth: OAuthClientAuth,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    /// A token is renewed this long before it expires.
+    pub margin: Duration,
+    /// Whom the tokens are for, in logs ("the sink", "Genesys Cloud") and as the `client`
+    /// label of the token metrics (`sink`, `genesys`).
+    pub purpose: &'static str,
+    pub label: &'static str,
+}
+
 impl TokenSource {
-    /// The token source the configuration asks for: `None` without a token URL; an error
-    /// that says what to fix when the settings are incomplete.
-    pub fn from_config(
-        config: &ForwardConfig,
+    /// A token source for `settings`; `setting` names the URL's setting in the error.
+    pub fn new(
+        settings: TokenSettings,
+        setting: &str,
         http: reqwest::Client,
-    ) -> anyhow::Result<Option<Self>> {
-        let Some(url) = config.oauth_token_url.as_deref().filter(|u| !u.is_empty()) else {
-            if config.oauth_client_id.is_some() || config.oauth_client_secret.is_some() {
-                anyhow::bail!(
-                    "GC_STATUS_OAUTH_CLIENT_ID/_SECRET are set but GC_STATUS_OAUTH_TOKEN_URL is \
-                     not: set the token endpoint too, or unset them to call the sink without a token"
-                );
-            }
-            return Ok(None);
-        };
-        let token_url = TokenUrl::new(url.to_owned()).map_err(|err| {
-            anyhow::anyhow!("GC_STATUS_OAUTH_TOKEN_URL `{url}` is not a URL: {err}")
-        })?;
+    ) -> anyhow::Result<Self> {
+        let url = settings.token_url;
+        let token_url = TokenUrl::new(url.clone())
+            .map_err(|err| anyhow::anyhow!("{setting} `{url}` is not a URL: {err}"))?;
         if !matches!(token_url.url().scheme(), "http" | "https") {
-            anyhow::bail!("GC_STATUS_OAUTH_TOKEN_URL `{url}` must be an http(s) URL");
+            anyhow::bail!("{setting} `{url}` must be an http(s) URL");
         }
-        let (Some(id), Some(secret)) = (&config.oauth_client_id, &config.oauth_client_secret)
-        else {
-            anyhow::bail!(
-                "GC_STATUS_OAUTH_TOKEN_URL is set: GC_STATUS_OAUTH_CLIENT_ID and \
-                 GC_STATUS_OAUTH_CLIENT_SECRET are needed too"
-            );
-        };
-        let client = Client::new(ClientId::new(id.clone()))
-            .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+        let client = Client::new(ClientId::new(settings.client_id))
+            .set_client_secret(ClientSecret::new(
+                settings.client_secret.expose_secret().to_owned(),
+            ))
             .set_token_uri(token_url)
-            .set_auth_type(match config.oauth_client_auth {
+            .set_auth_type(match settings.client_auth {
                 OAuthClientAuth::Basic => AuthType::BasicAuth,
                 OAuthClientAuth::Body => AuthType::RequestBody,
             });
-        let scopes = config
-            .oauth_scope
-            .as_deref()
-            .unwrap_or_default()
-            .split([' ', ','])
-            .filter(|s| !s.is_empty())
-            .map(|s| Scope::new(s.to_owned()))
-            .collect();
-        Ok(Some(TokenSource {
+        Ok(TokenSource {
             client,
             http,
-            scopes,
-            audience: config.oauth_audience.clone().filter(|a| !a.is_empty()),
-            margin: Duration::from_secs(config.oauth_refresh_margin_secs),
+            scopes: settings.scopes.into_iter().map(Scope::new).collect(),
+            audience: settings.audience.filter(|a| !a.is_empty()),
+            margin: settings.margin,
+            purpose: settings.purpose,
+            label: settings.label,
             slot: Default::default(),
-        }))
+        })
     }
 
     /// The cached token while it is fresh, else a new one (one request however many callers).
@@ -179,7 +179,8 @@ impl TokenSource {
         }
         match request.request_async(&self.http).await {
             Ok(response) => {
-                metrics::counter!("gc_status_oauth_token_refreshes_total").increment(1);
+                metrics::counter!("gc_status_oauth_token_refreshes_total", "client" => self.label)
+                    .increment(1);
                 slot.generation += 1;
                 let token = Token {
                     value: response.access_token,
@@ -190,16 +191,18 @@ impl TokenSource {
                 };
                 tracing::info!(
                     expires_in_secs = response.expires_in.map(|d| d.as_secs()),
-                    "obtained a new OAuth2 token for the sink"
+                    "obtained a new OAuth2 token for {}",
+                    self.purpose
                 );
                 slot.current = Some(token.clone());
                 slot.failed = None;
                 Ok(token)
             }
             Err(err) => {
-                metrics::counter!("gc_status_oauth_token_failures_total").increment(1);
+                metrics::counter!("gc_status_oauth_token_failures_total", "client" => self.label)
+                    .increment(1);
                 let err = TokenError(describe(err));
-                tracing::warn!(error = %err, "cannot obtain an OAuth2 token for the sink");
+                tracing::warn!(error = %err, "cannot obtain an OAuth2 token for {}", self.purpose);
                 slot.current = None;
                 slot.failed = Some((Instant::now(), err.clone()));
                 Err(err)
@@ -233,7 +236,7 @@ fn describe(
         RequestTokenError::Request(err) => {
             let detail = match err {
                 oauth2::HttpClientError::Reqwest(err) => {
-                    super::transport::describe_http_error(&err)
+                    crate::server::transport::describe_http_error(&err)
                 }
                 other => other.to_string(),
             };

@@ -1,0 +1,376 @@
+//! The connector's loop: read the queues (every 10 minutes), poll their observations (every
+//! `GC_STATUS_GENESYS_POLL_SECS`), ask for today's interval figures (at start, every 5
+//! minutes and after any gap in the live feed), and keep the notifications websocket. A
+//! failing call is retried with backoff and shown on the wallboard; ingest goes on meanwhile.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::body::Bytes;
+use tokio::{sync::watch, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    api::{Api, ApiError},
+    directory::{self, KnownQueue},
+    feed::{self, Interval, Metric, Results, QUEUES_PER_QUERY},
+    notifications::{self, Channels},
+    GenesysSettings,
+};
+use crate::{
+    model::ConnectorStatus,
+    server::{
+        domain::now_ms,
+        health::Health,
+        ingest::Webhooks,
+        queues::{DirectoryEntry, SharedSettings},
+        status::{day_bounds, interval_bounds},
+    },
+};
+
+/// The longest wait between tries after failures.
+const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait after `failures` failures in a row: 1 s, 2 s, 4 s, … up to a minute.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(LONGEST_BACKOFF)
+}
+
+/// What the wallboard and `/readyz` show of the connector.
+pub struct ConnectorMonitor {
+    state: Mutex<MonitorState>,
+    health: Health,
+}
+
+#[derive(Default)]
+struct MonitorState {
+    queues: usize,
+    /// Why the last call failed, and when the next try is (epoch ms); `None` after a success.
+    failing: Option<(String, i64)>,
+    last_poll_at: Option<i64>,
+    today_at: Option<i64>,
+    /// One entry per channel wanted: `None` while its socket is up, else why not.
+    sockets: Vec<Option<String>>,
+    notifications: bool,
+    last_notification_at: Option<i64>,
+}
+
+impl ConnectorMonitor {
+    fn new(notifications: bool, health: Health) -> Self {
+        ConnectorMonitor {
+            state: Mutex::new(MonitorState {
+                notifications,
+                ..MonitorState::default()
+            }),
+            health,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MonitorState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The connector's state as the wallboard shows it.
+    pub fn status(&self) -> ConnectorStatus {
+        let utc = |ms: Option<i64>| {
+            ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map(|t| t.to_string())
+        };
+        self.with(|s| {
+            let socket_trouble = s.sockets.iter().flatten().next().cloned();
+            let live = s.notifications && !s.sockets.is_empty() && socket_trouble.is_none();
+            let (state, reason, next) = match (&s.failing, s.last_poll_at) {
+                (Some((why, next)), _) => ("failing", Some(why.clone()), Some(*next)),
+                (None, None) => ("starting", None, None),
+                (None, Some(_)) if live => ("websocket", None, None),
+                (None, Some(_)) => ("polling", socket_trouble.filter(|_| s.notifications), None),
+            };
+            ConnectorStatus {
+                state: state.into(),
+                reason,
+                next_try_at: utc(next),
+                queues: s.queues,
+                last_poll_at: utc(s.last_poll_at),
+                today_at: utc(s.today_at),
+                last_notification_at: utc(s.last_notification_at),
+            }
+        })
+    }
+
+    fn failed(&self, why: &str, wait: Duration) {
+        let next = now_ms() + wait.as_millis() as i64;
+        self.with(|s| s.failing = Some((why.to_owned(), next)));
+        // Ready still (webhooks are taken), but `/readyz` says Genesys is out of reach.
+        self.health.degrade("genesys", why.to_owned());
+    }
+
+    fn succeeded(&self) {
+        self.with(|s| s.failing = None);
+        self.health.undegrade("genesys");
+    }
+
+    pub(super) fn sockets_wanted(&self, n: usize) {
+        self.with(|s| s.sockets = vec![Some("connecting".to_owned()); n]);
+    }
+
+    pub(super) fn socket_up(&self, slot: usize) {
+        self.with(|s| {
+            if let Some(socket) = s.sockets.get_mut(slot) {
+                *socket = None;
+            }
+        });
+    }
+
+    pub(super) fn socket_down(&self, slot: usize, why: &str, wait: Duration) {
+        let text = if wait.is_zero() {
+            format!("websocket reconnecting: {why}")
+        } else {
+            format!("websocket down ({why}); next try in {} s", wait.as_secs())
+        };
+        self.with(|s| {
+            if let Some(socket) = s.sockets.get_mut(slot) {
+                *socket = Some(text);
+            }
+        });
+    }
+
+    pub(super) fn notified(&self) {
+        self.with(|s| s.last_notification_at = Some(now_ms()));
+    }
+}
+
+/// The connector, ready to run.
+pub struct Connector {
+    api: Arc<Api>,
+    settings: GenesysSettings,
+    intake: Arc<Webhooks>,
+    queue_settings: SharedSettings,
+    timezone: jiff::tz::TimeZone,
+    monitor: Arc<ConnectorMonitor>,
+}
+
+impl Connector {
+    pub fn new(
+        settings: GenesysSettings,
+        intake: Arc<Webhooks>,
+        queue_settings: SharedSettings,
+        timezone: jiff::tz::TimeZone,
+        health: Health,
+    ) -> anyhow::Result<Self> {
+        Ok(Connector {
+            api: Arc::new(Api::new(&settings)?),
+            monitor: Arc::new(ConnectorMonitor::new(settings.notifications, health)),
+            settings,
+            intake,
+            queue_settings,
+            timezone,
+        })
+    }
+
+    /// The API client (the workers look conversations up with it).
+    pub fn api(&self) -> Arc<Api> {
+        self.api.clone()
+    }
+
+    pub fn monitor(&self) -> Arc<ConnectorMonitor> {
+        self.monitor.clone()
+    }
+
+    /// Runs until `stop` (a supervised task: it never ends before).
+    pub async fn run(self, stop: CancellationToken) {
+        let (queues_tx, queues_rx) = watch::channel(Arc::new(Vec::<String>::new()));
+        let gap = Arc::new(tokio::sync::Notify::new());
+        let socket_task = self.settings.notifications.then(|| {
+            let channels = Arc::new(Channels {
+                api: self.api.clone(),
+                intake: self.intake.clone(),
+                monitor: self.monitor.clone(),
+                settings: self.settings.clone(),
+                gap: gap.clone(),
+            });
+            // Channels are opened once the queues are known.
+            let (rx, stop) = (queues_rx.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut rx = rx;
+                if rx.wait_for(|q| !q.is_empty()).await.is_ok() {
+                    notifications::run(channels, rx, stop).await;
+                }
+            })
+        });
+
+        let mut queues: Vec<String> = Vec::new();
+        let now = Instant::now();
+        let (mut next_queues, mut next_poll, mut next_today) = (now, now, now);
+        let mut failures = 0u32;
+        // A poll failed since the last good one: today is asked for again after it.
+        let mut gap_open = false;
+        loop {
+            let now = Instant::now();
+            let round: Result<(), ApiError> = async {
+                if now >= next_queues {
+                    queues = self.refresh_queues().await?;
+                    next_queues = now + self.settings.queues_every;
+                    queues_tx.send_if_modified(|current| {
+                        let changed = **current != queues;
+                        if changed {
+                            *current = Arc::new(queues.clone());
+                        }
+                        changed
+                    });
+                }
+                if now >= next_poll {
+                    next_poll = now + self.settings.poll;
+                    self.poll(&queues).await?;
+                    if gap_open {
+                        gap_open = false;
+                        next_today = now;
+                    }
+                }
+                if now >= next_today {
+                    self.today(&queues).await?;
+                    next_today = now + self.settings.aggregates_every;
+                }
+                Ok(())
+            }
+            .await;
+            let wake_at = match round {
+                Ok(()) => {
+                    failures = 0;
+                    self.monitor.succeeded();
+                    next_poll.min(next_today).min(next_queues)
+                }
+                Err(err) => {
+                    failures += 1;
+                    gap_open = true;
+                    let wait = match &err {
+                        ApiError::RateLimited(wait) => (*wait).max(backoff(failures)),
+                        _ => backoff(failures),
+                    };
+                    tracing::warn!(error = %err, retry_in_secs = wait.as_secs(), "Genesys Cloud connector");
+                    self.monitor.failed(&err.to_string(), wait);
+                    next_poll = next_poll.max(now + wait);
+                    Instant::now() + wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = gap.notified() => {
+                    // A socket opened or was lost: what it missed comes from a poll now,
+                    // and today is asked for again.
+                    if failures == 0 {
+                        next_poll = Instant::now();
+                        next_today = Instant::now();
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        drop(queues_tx);
+        if let Some(task) = socket_task {
+            let _ = task.await;
+        }
+    }
+
+    /// Reads the queue list, keeps the watched queues' names and targets in the settings,
+    /// and returns their ids.
+    async fn refresh_queues(&self) -> Result<Vec<String>, ApiError> {
+        let all = directory::list_queues(&self.api).await?;
+        let total = all.len();
+        for pattern in directory::unmatched(&all, &self.settings.watch) {
+            tracing::warn!(
+                pattern,
+                "GC_STATUS_GENESYS_QUEUES: no queue has this id or name"
+            );
+        }
+        let watched: Vec<KnownQueue> = directory::watched(all, &self.settings.watch);
+        tracing::info!(
+            queues = total,
+            watched = watched.len(),
+            "read the Genesys Cloud queues"
+        );
+        self.queue_settings.set_directory(
+            watched
+                .iter()
+                .map(|q| {
+                    (
+                        q.id.clone(),
+                        DirectoryEntry {
+                            name: q.name.clone(),
+                            target: q.target(),
+                        },
+                    )
+                })
+                .collect(),
+        );
+        self.monitor.with(|s| s.queues = watched.len());
+        let mut ids: Vec<String> = watched.into_iter().map(|q| q.id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Polls the observations of `queues` and stores each group as a notification.
+    async fn poll(&self, queues: &[String]) -> Result<(), ApiError> {
+        let polled_at = now_ms();
+        for (n, chunk) in queues.chunks(QUEUES_PER_QUERY).enumerate() {
+            let answer: Results<Metric> = self
+                .api
+                .post(
+                    "queues/observations",
+                    "/api/v2/analytics/queues/observations/query",
+                    &feed::observation_query(chunk),
+                )
+                .await?;
+            let poll = format!("poll-{polled_at}-{n}");
+            self.store(feed::observation_notifications(answer, &poll))
+                .await?;
+        }
+        self.monitor.with(|s| s.last_poll_at = Some(polled_at));
+        Ok(())
+    }
+
+    /// Asks for today's half hours so far and stores them as interval reports.
+    async fn today(&self, queues: &[String]) -> Result<(), ApiError> {
+        let now = jiff::Timestamp::now();
+        let (day_start, _) = day_bounds(now, &self.timezone)
+            .map_err(|e| ApiError::Store(format!("cannot place today: {e}")))?;
+        let (_, interval_end) = interval_bounds(now.as_millisecond());
+        let local = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map(|t| {
+                    t.to_zoned(self.timezone.clone())
+                        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let (start, end) = (local(day_start), local(interval_end));
+        let zone = self.timezone.iana_name().unwrap_or("UTC");
+        for chunk in queues.chunks(QUEUES_PER_QUERY) {
+            let answer: Results<Interval> = self
+                .api
+                .post(
+                    "conversations/aggregates",
+                    "/api/v2/analytics/conversations/aggregates/query",
+                    &feed::aggregate_query(chunk, &start, &end, zone),
+                )
+                .await?;
+            self.store(feed::aggregate_notifications(answer, day_start))
+                .await?;
+        }
+        self.monitor
+            .with(|s| s.today_at = Some(now.as_millisecond()));
+        Ok(())
+    }
+
+    async fn store(&self, bodies: Vec<Vec<u8>>) -> Result<(), ApiError> {
+        for body in bodies {
+            self.intake
+                .store(Bytes::from(body), now_ms())
+                .await
+                .map_err(|e| ApiError::Store(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
