@@ -4,6 +4,8 @@
 //! `scripts/test.sh` runs it both ways).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod genesys;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -290,7 +292,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -50,6 +50,10 @@ pub trait ConversationLookup: Send + Sync + 'static {
 /// Lookups one batch makes at once.
 const LOOKUPS_AT_ONCE: usize = 8;
 
+/// How long after its receipt a conversation Genesys's details do not know yet (404) is
+/// retried whatever the attempt limit: analytics catches up with a new one within seconds.
+const ANALYTICS_LAG_MS: i64 = 60_000;
+
 /// The processor's verdict on `event`. A panic is that event's permanent failure, never the
 /// caller's: the worker, its batch, or the request that delivered it go on.
 pub fn verdict(processor: &dyn Processor, event: &ClaimedEvent) -> Result<Effect, ProcessError> {
@@ -257,7 +261,18 @@ impl Worker {
                          no details of it yet (404): retried",
                         c.conversation_id
                     );
-                    *outcome = self.failure(event, ProcessError::Transient(error), now);
+                    // Analytics lags a new conversation by seconds: while the event is young
+                    // a 404 is "not yet" and spends none of the attempts' limit.
+                    let young = now.saturating_sub(event.received_at) < ANALYTICS_LAG_MS;
+                    *outcome = if young {
+                        let attempt = u32::try_from(event.attempts).unwrap_or(u32::MAX);
+                        Outcome::Retry {
+                            at: self.settings.backoff.retry_at(now, attempt),
+                            error,
+                        }
+                    } else {
+                        self.failure(event, ProcessError::Transient(error), now)
+                    };
                 }
                 Some(Err(why)) => {
                     metrics::counter!("gc_status_conversations_looked_up_total", "result" => "failed")
