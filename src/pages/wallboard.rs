@@ -8,7 +8,7 @@ use super::{
     nav::Nav,
 };
 use crate::model::{
-    breaches, Figures, ForwardingStatus, Level, Limits, MediaStatus, QueueStatus, Role,
+    breaches, ConnectorStatus, Figures, ForwardingStatus, Level, Limits, MediaStatus, QueueStatus, Role,
     StatusSnapshot, Thresholds,
 };
 
@@ -188,6 +188,7 @@ fn Strip(live: Live, snapshot: StatusSnapshot, is_admin: bool, tv: bool) -> impl
                 </div>
             </dl>
             {p.forwarding.clone().map(|forwarding| view! { <Forwarding forwarding=forwarding offset=offset zone=zone.clone() /> })}
+            {p.genesys.clone().map(|genesys| view! { <Connector genesys=genesys offset=offset zone=zone.clone() /> })}
             <p class="freshness">
                 <span class="as-of">
                     "As of " <time data-testid="as-of">{as_of}</time> " " {zone.clone()}
@@ -236,6 +237,40 @@ fn Forwarding(forwarding: ForwardingStatus, offset: i64, zone: String) -> impl I
                     </p>
                 }
             })}
+    }
+}
+
+/// The Genesys Cloud connector: live over the websocket, polling, or failing with the reason
+/// and the next try.
+#[component]
+fn Connector(genesys: ConnectorStatus, offset: i64, zone: String) -> impl IntoView {
+    let at = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(format::parse_utc)
+            .map(|ms| format!("{} {zone}", format::local_time(ms, offset)))
+    };
+    let queues = format::plural(genesys.queues as u64, "queue", "queues");
+    let polled = at(&genesys.last_poll_at)
+        .map(|t| format!(", last poll {t}"))
+        .unwrap_or_default();
+    let text = match genesys.state.as_str() {
+        "websocket" => format!("live over the websocket, {queues}{polled}"),
+        "polling" => match &genesys.reason {
+            Some(why) => format!("polling {queues}{polled} ({why})"),
+            None => format!("polling {queues}{polled}"),
+        },
+        "failing" => format!(
+            "failing: {}. Next try at {}; webhooks are still taken.",
+            genesys.reason.clone().unwrap_or_default(),
+            at(&genesys.next_try_at).unwrap_or_else(|| "once it can".into())
+        ),
+        _ => "connecting…".to_owned(),
+    };
+    view! {
+        <p class="genesys" role="status" data-testid="genesys" data-state=genesys.state.clone()>
+            <strong>{if genesys.state == "failing" { "⚠ Genesys Cloud" } else { "Genesys Cloud" }}</strong>
+            {format!(" {text}")}
+        </p>
     }
 }
 
