@@ -8,8 +8,8 @@ use super::{
     nav::Nav,
 };
 use crate::model::{
-    breaches, ConnectorStatus, Figures, ForwardingStatus, Level, Limits, MediaStatus, QueueStatus, Role,
-    StatusSnapshot, Thresholds,
+    breaches, ConnectorStatus, Figures, ForwardingStatus, Level, Limits, MediaStatus, QueueStatus,
+    Role, StatusSnapshot, Thresholds,
 };
 
 /// The wallboard's view, as kept in its URL: `?media=voice` shows one media type's figures,

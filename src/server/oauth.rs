@@ -91,8 +91,8 @@ struct Slot {
     failed: Option<(Instant, TokenError)>,
 }
 
-/// Where a token source asks and as whom: from the forwarding settings
-/// ([`crate::server::forward::token_settings`]) or the Genesys Cloud connector's.
+/// Where a token source asks and as whom: the sink's (from the forwarding settings) or the
+/// Genesys Cloud connector's.
 pub struct TokenSettings {
     pub token_url: String,
     pub client_id: String,

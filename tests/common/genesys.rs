@@ -183,8 +183,8 @@ impl FakeGenesys {
     }
 }
 
-/// The answer to a call without a valid token; records the call either way.
-fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Result<(), Response> {
+/// `Some(answer)` for a call without a valid token (or rate-limited); records the call.
+fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Option<Response> {
     let mut org = fake.org.lock().expect("state");
     let token = headers
         .get("authorization")
@@ -198,7 +198,7 @@ fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Result<(), Respo
         .is_some_and(|until| Instant::now() < *until);
     if !valid {
         org.calls.push((Instant::now(), call, 401));
-        return Err((
+        return Some((
             StatusCode::UNAUTHORIZED,
             Json(json!({"message": "Authentication failed", "code": "authentication.required", "status": 401})),
         )
@@ -208,7 +208,7 @@ fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Result<(), Respo
         if call.contains(&prefix) && left > 0 {
             org.rate_limit = (left > 1).then(|| (prefix, left - 1, secs));
             org.calls.push((Instant::now(), call, 429));
-            return Err((
+            return Some((
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", secs.to_string())],
                 Json(json!({"message": "Rate limit exceeded the maximum. Retry the request in [2] seconds", "code": "too.many.requests.retry.after", "status": 429})),
@@ -217,7 +217,7 @@ fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Result<(), Respo
         }
     }
     org.calls.push((Instant::now(), call, 200));
-    Ok(())
+    None
 }
 
 async fn token(State(fake): State<Fake>, headers: HeaderMap, body: String) -> Response {
@@ -261,7 +261,7 @@ async fn queues(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = authorise(&fake, &headers, "GET /api/v2/routing/queues".into()) {
+    if let Some(denied) = authorise(&fake, &headers, "GET /api/v2/routing/queues".into()) {
         return denied;
     }
     let org = fake.org.lock().expect("state");
@@ -319,7 +319,7 @@ async fn observations(
     headers: HeaderMap,
     Json(query): Json<Value>,
 ) -> Response {
-    if let Err(denied) = authorise(
+    if let Some(denied) = authorise(
         &fake,
         &headers,
         "POST /api/v2/analytics/queues/observations/query".into(),
@@ -367,7 +367,7 @@ async fn aggregates(
     headers: HeaderMap,
     Json(query): Json<Value>,
 ) -> Response {
-    if let Err(denied) = authorise(
+    if let Some(denied) = authorise(
         &fake,
         &headers,
         "POST /api/v2/analytics/conversations/aggregates/query".into(),
@@ -410,7 +410,7 @@ async fn aggregates(
 }
 
 async fn details(State(fake): State<Fake>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(denied) = authorise(
+    if let Some(denied) = authorise(
         &fake,
         &headers,
         format!("GET /api/v2/analytics/conversations/{id}/details"),
@@ -449,7 +449,7 @@ fn not_found() -> Response {
 }
 
 async fn channel(State(fake): State<Fake>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorise(
+    if let Some(denied) = authorise(
         &fake,
         &headers,
         "POST /api/v2/notifications/channels".into(),
@@ -474,7 +474,7 @@ async fn subscribe(
     Path(id): Path<String>,
     Json(topics): Json<Value>,
 ) -> Response {
-    if let Err(denied) = authorise(
+    if let Some(denied) = authorise(
         &fake,
         &headers,
         format!("PUT /api/v2/notifications/channels/{id}/subscriptions"),

@@ -3,12 +3,14 @@
 //! means. The store, the workers, the forwarder, the pages and the CLI share these types;
 //! none of them belongs to a storage backend.
 
+mod clock;
 pub mod envelope;
 mod filter;
 pub mod interpret;
 mod status;
 
 pub use self::{
+    clock::{day_bounds, interval_bounds},
     filter::{parse_time, DeadLetterFilter, FilterError, FilterText, Selection},
     status::{EventStatus, ForwardState, Stage, UnknownState},
 };

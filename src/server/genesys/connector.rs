@@ -3,10 +3,7 @@
 //! minutes and after any gap in the live feed), and keep the notifications websocket. A
 //! failing call is retried with backoff and shown on the wallboard; ingest goes on meanwhile.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use tokio::{sync::watch, time::Instant};
@@ -16,130 +13,17 @@ use super::{
     api::{Api, ApiError},
     directory::{self, KnownQueue},
     feed::{self, Interval, Metric, Results, QUEUES_PER_QUERY},
+    monitor::ConnectorMonitor,
     notifications::{self, Channels},
+    settings::RETRY,
     GenesysSettings,
 };
-use crate::{
-    model::ConnectorStatus,
-    server::{
-        domain::now_ms,
-        health::Health,
-        ingest::Webhooks,
-        queues::{DirectoryEntry, SharedSettings},
-        status::{day_bounds, interval_bounds},
-    },
+use crate::server::{
+    domain::{day_bounds, interval_bounds, now_ms},
+    health::Health,
+    ingest::Webhooks,
+    queues::{DirectoryEntry, SharedSettings},
 };
-
-/// The longest wait between tries after failures.
-const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
-
-/// The wait after `failures` failures in a row: 1 s, 2 s, 4 s, … up to a minute.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(LONGEST_BACKOFF)
-}
-
-/// What the wallboard and `/readyz` show of the connector.
-pub struct ConnectorMonitor {
-    state: Mutex<MonitorState>,
-    health: Health,
-}
-
-#[derive(Default)]
-struct MonitorState {
-    queues: usize,
-    /// Why the last call failed, and when the next try is (epoch ms); `None` after a success.
-    failing: Option<(String, i64)>,
-    last_poll_at: Option<i64>,
-    today_at: Option<i64>,
-    /// One entry per channel wanted: `None` while its socket is up, else why not.
-    sockets: Vec<Option<String>>,
-    notifications: bool,
-    last_notification_at: Option<i64>,
-}
-
-impl ConnectorMonitor {
-    fn new(notifications: bool, health: Health) -> Self {
-        ConnectorMonitor {
-            state: Mutex::new(MonitorState {
-                notifications,
-                ..MonitorState::default()
-            }),
-            health,
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut MonitorState) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// The connector's state as the wallboard shows it.
-    pub fn status(&self) -> ConnectorStatus {
-        let utc = |ms: Option<i64>| {
-            ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-                .map(|t| t.to_string())
-        };
-        self.with(|s| {
-            let socket_trouble = s.sockets.iter().flatten().next().cloned();
-            let live = s.notifications && !s.sockets.is_empty() && socket_trouble.is_none();
-            let (state, reason, next) = match (&s.failing, s.last_poll_at) {
-                (Some((why, next)), _) => ("failing", Some(why.clone()), Some(*next)),
-                (None, None) => ("starting", None, None),
-                (None, Some(_)) if live => ("websocket", None, None),
-                (None, Some(_)) => ("polling", socket_trouble.filter(|_| s.notifications), None),
-            };
-            ConnectorStatus {
-                state: state.into(),
-                reason,
-                next_try_at: utc(next),
-                queues: s.queues,
-                last_poll_at: utc(s.last_poll_at),
-                today_at: utc(s.today_at),
-                last_notification_at: utc(s.last_notification_at),
-            }
-        })
-    }
-
-    fn failed(&self, why: &str, wait: Duration) {
-        let next = now_ms() + wait.as_millis() as i64;
-        self.with(|s| s.failing = Some((why.to_owned(), next)));
-        // Ready still (webhooks are taken), but `/readyz` says Genesys is out of reach.
-        self.health.degrade("genesys", why.to_owned());
-    }
-
-    fn succeeded(&self) {
-        self.with(|s| s.failing = None);
-        self.health.undegrade("genesys");
-    }
-
-    pub(super) fn sockets_wanted(&self, n: usize) {
-        self.with(|s| s.sockets = vec![Some("connecting".to_owned()); n]);
-    }
-
-    pub(super) fn socket_up(&self, slot: usize) {
-        self.with(|s| {
-            if let Some(socket) = s.sockets.get_mut(slot) {
-                *socket = None;
-            }
-        });
-    }
-
-    pub(super) fn socket_down(&self, slot: usize, why: &str, wait: Duration) {
-        let text = if wait.is_zero() {
-            format!("websocket reconnecting: {why}")
-        } else {
-            format!("websocket down ({why}); next try in {} s", wait.as_secs())
-        };
-        self.with(|s| {
-            if let Some(socket) = s.sockets.get_mut(slot) {
-                *socket = Some(text);
-            }
-        });
-    }
-
-    pub(super) fn notified(&self) {
-        self.with(|s| s.last_notification_at = Some(now_ms()));
-    }
-}
 
 /// The connector, ready to run.
 pub struct Connector {
@@ -245,8 +129,8 @@ impl Connector {
                     failures += 1;
                     gap_open = true;
                     let wait = match &err {
-                        ApiError::RateLimited(wait) => (*wait).max(backoff(failures)),
-                        _ => backoff(failures),
+                        ApiError::RateLimited(wait) => (*wait).max(RETRY.bound(failures)),
+                        _ => RETRY.bound(failures),
                     };
                     tracing::warn!(error = %err, retry_in_secs = wait.as_secs(), "Genesys Cloud connector");
                     self.monitor.failed(&err.to_string(), wait);
@@ -304,7 +188,7 @@ impl Connector {
                 })
                 .collect(),
         );
-        self.monitor.with(|s| s.queues = watched.len());
+        self.monitor.watching(watched.len());
         let mut ids: Vec<String> = watched.into_iter().map(|q| q.id).collect();
         ids.sort();
         Ok(ids)
@@ -326,7 +210,7 @@ impl Connector {
             self.store(feed::observation_notifications(answer, &poll))
                 .await?;
         }
-        self.monitor.with(|s| s.last_poll_at = Some(polled_at));
+        self.monitor.polled(polled_at);
         Ok(())
     }
 
@@ -359,8 +243,7 @@ impl Connector {
             self.store(feed::aggregate_notifications(answer, day_start))
                 .await?;
         }
-        self.monitor
-            .with(|s| s.today_at = Some(now.as_millisecond()));
+        self.monitor.got_today(now.as_millisecond());
         Ok(())
     }
 

@@ -12,17 +12,16 @@
 //! - [`directory`]: which queues there are and which are watched;
 //! - [`feed`]: API answers as the notifications gc-status already interprets (pure);
 //! - [`notifications`]: the channel and its websocket;
-//! - [`connector`]: the loop that polls, asks for today and keeps the websocket.
+//! - [`connector`]: the loop that polls, asks for today and keeps the websocket;
+//! - [`monitor`]: what the wallboard and `/readyz` show of it.
 
 pub mod api;
 mod connector;
 pub mod directory;
 pub mod feed;
 pub mod lookup;
+mod monitor;
 mod notifications;
 mod settings;
 
-pub use self::{
-    connector::{Connector, ConnectorMonitor},
-    settings::GenesysSettings,
-};
+pub use self::{connector::Connector, monitor::ConnectorMonitor, settings::GenesysSettings};

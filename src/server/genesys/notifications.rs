@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     api::{Api, ApiError},
-    connector::{backoff, ConnectorMonitor},
+    monitor::ConnectorMonitor,
+    settings::RETRY,
     GenesysSettings,
 };
 use crate::server::{domain::now_ms, ingest::Webhooks};
@@ -107,7 +108,7 @@ async fn keep_channel(
             }
             Err(why) => {
                 failures += 1;
-                (why, backoff(failures))
+                (why, RETRY.bound(failures))
             }
         };
         metrics::counter!("gc_status_genesys_reconnects_total").increment(1);

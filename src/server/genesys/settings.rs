@@ -4,7 +4,14 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::server::config::GenesysConfig;
+use crate::server::{config::GenesysConfig, worker::retry::Backoff};
+
+/// The waits between tries after failures in a row (calls, channels): 1 s, 2 s, 4 s, … up to
+/// a minute.
+pub const RETRY: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+};
 
 /// Where the connector calls, as whom, what it watches and how often.
 #[derive(Debug, Clone)]
