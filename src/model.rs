@@ -42,8 +42,9 @@ pub struct PipelineStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorStatus {
     /// `starting`, `websocket` (live over the notifications websocket, with polls between),
-    /// `polling` (no websocket: by choice, or `reason` says why) or `failing` (calls fail:
-    /// `reason` says why, `next_try_at` when it tries again).
+    /// `polling` (no websocket: by choice, or `reason` says why), `failing` (calls fail:
+    /// `reason` says why, `next_try_at` when it tries again) or `standby` (another replica
+    /// runs the connector).
     pub state: String,
     pub reason: Option<String>,
     pub next_try_at: Option<String>,

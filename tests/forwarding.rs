@@ -817,12 +817,11 @@ async fn events_processed_before_the_sink_was_configured_are_forwarded_on_reques
 
     // The operator asks for the last day.
     let since = rfc3339(now_ms() - 86_400_000);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gc-status"))
-        .env_clear()
-        .env("GC_STATUS_DATABASE_URL", &url)
-        .args(["forward", "--since", &since])
-        .output()
-        .expect("run the CLI");
+    let output = common::run_cli(
+        &["forward", "--since", &since],
+        &[("GC_STATUS_DATABASE_URL", &url)],
+    )
+    .await;
     let text = String::from_utf8_lossy(&output.stdout);
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}{errors}");

@@ -49,7 +49,7 @@ fn connect_to(fake: &FakeGenesys, poll_secs: u64, notifications: bool) -> impl F
 fn settings_for(fake: &FakeGenesys) -> GenesysSettings {
     let mut config = Config::for_database("sqlite::memory:");
     connect_to(fake, 10, false)(&mut config);
-    GenesysSettings::from_config(&config.genesys)
+    GenesysSettings::from_config(&config.genesys, Duration::from_secs(300))
         .expect("valid settings")
         .expect("a connector")
 }
@@ -189,7 +189,92 @@ async fn a_first_start_with_only_a_client_id_and_secret_shows_named_queues_with_
     );
     // Only one token for all of it.
     assert_eq!(fake.org().token_requests, 1);
+
+    // Polls that find the same figures add no rows (they are stored again once a minute
+    // old, well within the observation TTL); changed figures are stored at once.
+    let stored = app.stored_count().await;
+    let polls = fake.calls_to("POST /api/v2/analytics/queues/observations");
+    wait_until("two more polls", Duration::from_secs(10), || async {
+        fake.calls_to("POST /api/v2/analytics/queues/observations") >= polls + 2
+    })
+    .await;
+    assert_eq!(
+        app.stored_count().await,
+        stored,
+        "unchanged polls are not stored"
+    );
+    fake.org().live.insert(
+        ("q-sales".into(), "voice".into()),
+        Live {
+            waiting: 6,
+            interacting: 2,
+            longest_since: Some(waiting_since),
+        },
+    );
+    wait_until("the change shows", Duration::from_secs(10), || async {
+        queue_of(&app, "q-sales").await["waiting"] == 7
+    })
+    .await;
+    assert_eq!(app.stored_count().await, stored + 1, "one group changed");
     app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn replicas_on_one_database_run_one_connector_and_a_standby_takes_over() {
+    let mut org = Org {
+        queues: vec![queue("q-1", "Sales")],
+        ..Org::default()
+    };
+    org.live.insert(
+        ("q-1".into(), "voice".into()),
+        Live {
+            waiting: 2,
+            interacting: 0,
+            longest_since: None,
+        },
+    );
+    let fake = FakeGenesys::start(org).await;
+    let database = common::new_postgres_database().await;
+    let state = |app: &common::TestApp| {
+        let app_url = app.url("/api/v2/queues");
+        let client = app.client.clone();
+        async move {
+            let snapshot: Value = client
+                .get(app_url)
+                .send()
+                .await
+                .expect("answered")
+                .json()
+                .await
+                .expect("JSON");
+            snapshot["pipeline"]["genesys"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let first = spawn_on(&database, connect_to(&fake, 1, false)).await;
+    wait_until(
+        "the first replica polls",
+        Duration::from_secs(20),
+        || async { state(&first).await == "polling" },
+    )
+    .await;
+    let second = spawn_on(&database, connect_to(&fake, 1, false)).await;
+    wait_until("the second stands by", Duration::from_secs(20), || async {
+        state(&second).await == "standby"
+    })
+    .await;
+    // Both show the figures: they share the database.
+    assert_eq!(queue_of(&second, "q-1").await["waiting"], 2);
+    first.stop().await.expect("clean stop");
+    wait_until(
+        "the standby takes over",
+        Duration::from_secs(40),
+        || async { state(&second).await == "polling" },
+    )
+    .await;
+    second.stop().await.expect("clean stop");
 }
 
 #[tokio::test]

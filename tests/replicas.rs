@@ -203,12 +203,8 @@ async fn two_replicas_share_one_queue_and_finish_a_killed_ones_work() {
         live.as_array().is_some_and(|q| q.len() == 7),
         "queues q-0..q-4, q-both, q-late: {live}"
     );
-    let rebuilt = Command::new(env!("CARGO_BIN_EXE_gc-status"))
-        .arg("rebuild-stats")
-        .env_clear()
-        .env("GC_STATUS_DATABASE_URL", &database)
-        .output()
-        .expect("run rebuild-stats");
+    let rebuilt =
+        common::run_cli(&["rebuild-stats"], &[("GC_STATUS_DATABASE_URL", &database)]).await;
     assert!(
         rebuilt.status.success(),
         "{}",

@@ -264,6 +264,10 @@ fn Connector(genesys: ConnectorStatus, offset: i64, zone: String) -> impl IntoVi
             genesys.reason.clone().unwrap_or_default(),
             at(&genesys.next_try_at).unwrap_or_else(|| "once it can".into())
         ),
+        "standby" => format!(
+            "standing by: {}",
+            genesys.reason.clone().unwrap_or_default()
+        ),
         _ => "connecting…".to_owned(),
     };
     view! {

@@ -119,7 +119,10 @@ impl Application {
                 file: store::database_file(&config.database_url),
             },
         );
-        let genesys = GenesysSettings::from_config(&config.genesys)?;
+        let genesys = GenesysSettings::from_config(
+            &config.genesys,
+            Duration::from_secs(config.worker.observation_ttl_secs),
+        )?;
         let mut worker = Worker::new(
             db.clone(),
             processor,
@@ -144,6 +147,7 @@ impl Application {
                     "Genesys Cloud connector on"
                 );
                 let connector = Connector::new(
+                    db.clone(),
                     settings,
                     webhooks.clone(),
                     queue_settings.clone(),

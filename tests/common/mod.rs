@@ -275,6 +275,18 @@ pub async fn start_binary(dir: &Path, env: &[(&str, &str)]) -> RunningBinary {
     RunningBinary { child, addr, log }
 }
 
+/// Runs the `gc-status` CLI with only `env` and waits for it off the test's runtime thread:
+/// blocking that thread would freeze the in-process app mid-transaction, holding the very
+/// locks the command waits for.
+pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gc-status"));
+    command.args(args).env_clear().envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the CLI's thread")
+        .expect("run the CLI")
+}
+
 /// Polls `condition` until it holds; fails the test after `timeout`. For conditions another
 /// process brings about, where there is nothing to await.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)

@@ -13,6 +13,7 @@ use super::{
     api::{Api, ApiError},
     directory::{self, KnownQueue},
     feed::{self, Interval, Metric, Results, QUEUES_PER_QUERY},
+    memo::PollMemo,
     monitor::ConnectorMonitor,
     notifications::{self, Channels},
     settings::RETRY,
@@ -23,7 +24,11 @@ use crate::server::{
     health::Health,
     ingest::Webhooks,
     queues::{DirectoryEntry, SharedSettings},
+    store::{Db, Lead},
 };
+
+/// How often a standing-by replica tries to take the connector's lead.
+const STANDBY_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The connector, ready to run.
 pub struct Connector {
@@ -33,10 +38,13 @@ pub struct Connector {
     queue_settings: SharedSettings,
     timezone: jiff::tz::TimeZone,
     monitor: Arc<ConnectorMonitor>,
+    memo: Arc<PollMemo>,
+    db: Db,
 }
 
 impl Connector {
     pub fn new(
+        db: Db,
         settings: GenesysSettings,
         intake: Arc<Webhooks>,
         queue_settings: SharedSettings,
@@ -50,6 +58,8 @@ impl Connector {
             intake,
             queue_settings,
             timezone,
+            memo: Default::default(),
+            db,
         })
     }
 
@@ -64,6 +74,10 @@ impl Connector {
 
     /// Runs until `stop` (a supervised task: it never ends before).
     pub async fn run(self, stop: CancellationToken) {
+        // Replicas on one PostgreSQL database share one connector: the others stand by.
+        let Some(_lead) = self.take_the_lead(&stop).await else {
+            return stop.cancelled().await;
+        };
         let (queues_tx, queues_rx) = watch::channel(Arc::new(Vec::<String>::new()));
         let gap = Arc::new(tokio::sync::Notify::new());
         let socket_task = self.settings.notifications.then(|| {
@@ -73,6 +87,7 @@ impl Connector {
                 monitor: self.monitor.clone(),
                 settings: self.settings.clone(),
                 gap: gap.clone(),
+                memo: self.memo.clone(),
             });
             // Channels are opened once the queues are known.
             let (rx, stop) = (queues_rx.clone(), stop.clone());
@@ -157,6 +172,30 @@ impl Connector {
         }
     }
 
+    /// Waits until this replica leads the connector (at once on SQLite); `None` on `stop`.
+    async fn take_the_lead(&self, stop: &CancellationToken) -> Option<Lead> {
+        loop {
+            match self.db.try_lead("genesys connector").await {
+                Ok(Some(lead)) => {
+                    self.monitor.standing_by(None);
+                    return Some(lead);
+                }
+                Ok(None) => self
+                    .monitor
+                    .standing_by(Some("another replica runs the connector")),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot take the Genesys Cloud connector's lead");
+                    self.monitor
+                        .standing_by(Some("the database does not answer"));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(STANDBY_RETRY) => {}
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+
     /// Reads the queue list, keeps the watched queues' names and targets in the settings,
     /// and returns their ids.
     async fn refresh_queues(&self) -> Result<Vec<String>, ApiError> {
@@ -194,7 +233,10 @@ impl Connector {
         Ok(ids)
     }
 
-    /// Polls the observations of `queues` and stores each group as a notification.
+    /// Polls the observations of `queues` and stores each group as a notification, except a
+    /// group whose figures are what the last poll stored, less than
+    /// [`GenesysSettings::repeat_after`] ago: a quiet queue does not add a row every few
+    /// seconds, and its figures still never age past the observation TTL.
     async fn poll(&self, queues: &[String]) -> Result<(), ApiError> {
         let polled_at = now_ms();
         for (n, chunk) in queues.chunks(QUEUES_PER_QUERY).enumerate() {
@@ -207,8 +249,13 @@ impl Connector {
                 )
                 .await?;
             let poll = format!("poll-{polled_at}-{n}");
-            self.store(feed::observation_notifications(answer, &poll))
-                .await?;
+            for group in feed::observation_notifications(answer, &poll) {
+                if self.memo.is_repeat(&group, self.settings.repeat_after) {
+                    continue;
+                }
+                self.store(vec![group.body.clone()]).await?;
+                self.memo.stored(group);
+            }
         }
         self.monitor.polled(polled_at);
         Ok(())

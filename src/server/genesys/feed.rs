@@ -119,22 +119,39 @@ fn notification(queue: &str, group: &GroupKey, data: Value, source: &str, id: &s
     body.to_string().into_bytes()
 }
 
+/// One group of an observation poll, ready for the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolledGroup {
+    pub queue: String,
+    /// Empty for the group without a media type (the agent metrics).
+    pub media: String,
+    /// The group's figures as text, to tell a changed poll from a repeat.
+    pub figures: String,
+    pub body: Vec<u8>,
+}
+
 /// The notifications of one observation poll, one per group. `poll` makes each poll's bodies
 /// distinct (a poll that finds the same figures is still news: they are current now).
-pub fn observation_notifications(answer: Results<Metric>, poll: &str) -> Vec<Vec<u8>> {
+pub fn observation_notifications(answer: Results<Metric>, poll: &str) -> Vec<PolledGroup> {
     answer
         .results
         .into_iter()
         .filter_map(|g| {
             let queue = g.group.queue_id.clone().filter(|q| !q.is_empty())?;
             let data = json!([{"metrics": g.data}]);
-            Some(notification(
-                &queue,
-                &g.group,
-                data,
-                "gc-status: observations query",
-                poll,
-            ))
+            let figures = data.to_string();
+            Some(PolledGroup {
+                body: notification(
+                    &queue,
+                    &g.group,
+                    data,
+                    "gc-status: observations query",
+                    poll,
+                ),
+                media: g.group.media_type.clone().unwrap_or_default(),
+                queue,
+                figures,
+            })
         })
         .collect()
 }
@@ -274,7 +291,10 @@ mod tests {
               {"group":{"mediaType":"voice"},"data":[]}]}"#,
         )
         .expect("the SDK's shape");
-        let bodies = observation_notifications(answer, "poll-1");
+        let bodies: Vec<Vec<u8>> = observation_notifications(answer, "poll-1")
+            .into_iter()
+            .map(|g| g.body)
+            .collect();
         assert_eq!(bodies.len(), 2, "a group without a queue is left out");
         let Effect::Observation(voice) = effect(&bodies[0]) else {
             panic!("an observation")
@@ -299,9 +319,14 @@ mod tests {
         let same: Results<Metric> =
             serde_json::from_str(r#"{"results":[{"group":{"queueId":"q"},"data":[{"metric":"oWaiting","stats":{"count":1}}]}]}"#)
                 .expect("shape");
-        assert_ne!(
-            observation_notifications(again, "poll-1"),
-            observation_notifications(same, "poll-2")
+        let (first, second) = (
+            observation_notifications(again, "poll-1").remove(0),
+            observation_notifications(same, "poll-2").remove(0),
+        );
+        assert_ne!(first.body, second.body);
+        assert_eq!(
+            first.figures, second.figures,
+            "the same figures, told apart"
         );
     }
 

@@ -20,6 +20,7 @@ mod connector;
 pub mod directory;
 pub mod feed;
 pub mod lookup;
+mod memo;
 mod monitor;
 mod notifications;
 mod settings;

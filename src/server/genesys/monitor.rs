@@ -25,6 +25,8 @@ struct MonitorState {
     sockets: Vec<Option<String>>,
     notifications: bool,
     last_notification_at: Option<i64>,
+    /// Why this replica does not run the connector (another one does).
+    standby: Option<String>,
 }
 
 impl ConnectorMonitor {
@@ -52,6 +54,7 @@ impl ConnectorMonitor {
             let socket_trouble = s.sockets.iter().flatten().next().cloned();
             let live = s.notifications && !s.sockets.is_empty() && socket_trouble.is_none();
             let (state, reason, next) = match (&s.failing, s.last_poll_at) {
+                _ if s.standby.is_some() => ("standby", s.standby.clone(), None),
                 (Some((why, next)), _) => ("failing", Some(why.clone()), Some(*next)),
                 (None, None) => ("starting", None, None),
                 (None, Some(_)) if live => ("websocket", None, None),
@@ -104,6 +107,10 @@ impl ConnectorMonitor {
                 *socket = Some(text);
             }
         });
+    }
+
+    pub(super) fn standing_by(&self, why: Option<&str>) {
+        self.with(|s| s.standby = why.map(str::to_owned));
     }
 
     pub(super) fn watching(&self, queues: usize) {

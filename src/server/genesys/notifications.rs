@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     api::{Api, ApiError},
+    memo::PollMemo,
     monitor::ConnectorMonitor,
     settings::RETRY,
     GenesysSettings,
@@ -52,6 +53,8 @@ pub struct Channels {
     pub settings: GenesysSettings,
     /// Told after each (re)connect and each loss: the connector polls at once.
     pub gap: Arc<tokio::sync::Notify>,
+    /// The polls' memory, made void for a queue whose figures a notification pushed.
+    pub memo: Arc<PollMemo>,
 }
 
 /// Keeps a channel per 1,000 watched queues until `stop`; a new queue list replaces them.
@@ -207,6 +210,12 @@ async fn take(channels: &Channels, body: Bytes) -> Option<String> {
             let stored = channels.intake.store(body, now_ms()).await;
             metrics::histogram!("gc_status_genesys_notification_store_seconds")
                 .record(started.elapsed().as_secs_f64());
+            if let Some(queue) = topic
+                .strip_prefix("v2.analytics.queues.")
+                .and_then(|rest| rest.strip_suffix(".observations"))
+            {
+                channels.memo.forget(queue);
+            }
             match stored {
                 Ok(_) => {
                     metrics::counter!("gc_status_genesys_notifications_total").increment(1);

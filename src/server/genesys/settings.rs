@@ -34,11 +34,18 @@ pub struct GenesysSettings {
     pub heartbeat_timeout: Duration,
     /// A channel is replaced this long before it expires.
     pub renew_channel_before: Duration,
+    /// A poll that finds a group's figures unchanged stores them again only once they are
+    /// this old (a third of the observation TTL, at most a minute).
+    pub repeat_after: Duration,
 }
 
 impl GenesysSettings {
-    /// The connector the settings ask for: `None` when none of them is set.
-    pub fn from_config(c: &GenesysConfig) -> anyhow::Result<Option<Self>> {
+    /// The connector the settings ask for: `None` when none of them is set. Polled figures
+    /// count as current for `observation_ttl` (`GC_STATUS_OBSERVATION_TTL_SECS`).
+    pub fn from_config(
+        c: &GenesysConfig,
+        observation_ttl: Duration,
+    ) -> anyhow::Result<Option<Self>> {
         fn given(v: &Option<String>) -> Option<&str> {
             v.as_deref().map(str::trim).filter(|v| !v.is_empty())
         }
@@ -117,6 +124,7 @@ impl GenesysSettings {
             queues_every: Duration::from_secs(c.genesys_queues_refresh_secs.max(1)),
             heartbeat_timeout: Duration::from_secs(c.genesys_heartbeat_timeout_secs.max(1)),
             renew_channel_before: Duration::from_secs(5 * 60),
+            repeat_after: (observation_ttl / 3).min(Duration::from_secs(60)),
         }))
     }
 }
@@ -141,7 +149,7 @@ mod tests {
     fn settings(args: &[&str]) -> anyhow::Result<Option<GenesysSettings>> {
         let mut all = vec!["gc-status"];
         all.extend_from_slice(args);
-        GenesysSettings::from_config(&Config::parse_from(all).genesys)
+        GenesysSettings::from_config(&Config::parse_from(all).genesys, Duration::from_secs(300))
     }
 
     #[test]

@@ -173,6 +173,18 @@ impl<T> Statements for T where
 {
 }
 
+/// The lead of one task among replicas (see [`Db::try_lead`]); dropping it gives it up.
+pub struct Lead(#[allow(dead_code)] Option<sqlx::PgConnection>);
+
+/// The advisory-lock key of a task: a stable 64-bit number from its name.
+fn lead_key(task: &str) -> i64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("gc-status lead: {task}"));
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
 /// One of the backend's periodic tasks (see [`Db::maintenance_tasks`]): started with the
 /// token that stops it.
 pub struct Maintenance {
@@ -394,6 +406,27 @@ impl Db {
         match self {
             Db::Sqlite(_) => stop.cancelled().await,
             Db::Postgres(db) => db.listen_for_work(work, stop).await,
+        }
+    }
+
+    /// Takes the lead for `task` among the replicas sharing this database, if no other replica
+    /// holds it: on PostgreSQL a session advisory lock on a connection of its own, held while
+    /// the returned [`Lead`] lives (and released if that connection is lost); a SQLite file
+    /// has one process, which always leads.
+    pub async fn try_lead(&self, task: &str) -> sqlx::Result<Option<Lead>> {
+        match self {
+            Db::Sqlite(_) => Ok(Some(Lead(None))),
+            Db::Postgres(db) => {
+                // Out of the pool: a pooled connection would keep the lock after its holder
+                // is gone; this one is closed with the lead.
+                let mut conn = db.pool().acquire().await?.detach();
+                let key = lead_key(task);
+                let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok(held.then_some(Lead(Some(conn))))
+            }
         }
     }
 
