@@ -380,6 +380,27 @@ async fn a_429_with_retry_after_holds_every_call_until_it_has_passed() {
     }
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert_eq!(calls.iter().filter(|(_, _, s)| *s == 429).count(), 1);
+
+    // A bad gateway is tried again, as Genesys's SDKs do; the caller sees only the answer.
+    fake.org().fail_next = Some(("routing/queues".into(), 2, 503));
+    let after: Value = api
+        .get(
+            "routing/queues",
+            "/api/v2/routing/queues?pageSize=100&pageNumber=1",
+        )
+        .await
+        .expect("answered after two 503s");
+    assert_eq!(after["total"], 1);
+    // A client error is not.
+    fake.org().fail_next = Some(("routing/queues".into(), 1, 400));
+    let refused = api
+        .get::<Value>(
+            "routing/queues",
+            "/api/v2/routing/queues?pageSize=100&pageNumber=1",
+        )
+        .await
+        .expect_err("a 400 is an answer");
+    assert!(refused.to_string().contains("400"), "{refused}");
 }
 
 #[tokio::test]
@@ -473,6 +494,22 @@ async fn a_restart_at_noon_gets_today_back_whole_from_the_aggregates_query() {
     .await;
     let strip = &app.snapshot().await["pipeline"]["genesys"];
     assert_eq!(strip["state"], "failing", "{strip}");
+    // The wallboard says so, with the reason.
+    let page = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("the wallboard")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains(r#"data-testid="genesys""#),
+        "the strip has the connector"
+    );
+    assert!(page.contains(r#"data-state="failing""#));
+    assert!(page.contains("could not be reached"));
     assert!(
         strip["reason"]
             .as_str()
@@ -552,6 +589,29 @@ async fn the_websocket_is_replaced_when_genesys_closes_it_and_the_gap_is_filled(
         metrics.contains("gc_status_genesys_reconnects_total"),
         "{metrics}"
     );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_websocket_without_heartbeats_is_taken_for_dead_and_replaced() {
+    let fake = FakeGenesys::start(Org {
+        queues: vec![queue("q-1", "Sales")],
+        silent_sockets: true,
+        ..Org::default()
+    })
+    .await;
+    let app = spawn_app_with(|config| {
+        connect_to(&fake, 3600, true)(config);
+        config.genesys.genesys_heartbeat_timeout_secs = 1;
+    })
+    .await;
+    wait_until(
+        "a silent socket is replaced",
+        Duration::from_secs(15),
+        || async { fake.org().sockets_opened >= 2 },
+    )
+    .await;
+    assert!(fake.org().channels >= 2, "each on a new channel");
     app.stop().await.expect("clean stop");
 }
 

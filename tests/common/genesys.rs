@@ -78,6 +78,10 @@ pub struct Org {
     pub issued: Vec<String>,
     /// The next calls to this path prefix answer 429 with `Retry-After` (seconds).
     pub rate_limit: Option<(String, u32, u64)>,
+    /// The next calls to this path prefix answer this status (502, 503, 504: a bad gateway).
+    pub fail_next: Option<(String, u32, u16)>,
+    /// Sockets send nothing, not even heartbeats (a connection dead without a close).
+    pub silent_sockets: bool,
     /// Every API call: (when, method + path, status).
     pub calls: Vec<(Instant, String, u16)>,
     /// Bodies of the aggregate queries.
@@ -214,6 +218,16 @@ fn authorise(fake: &Fake, headers: &HeaderMap, call: String) -> Option<Response>
                 Json(json!({"message": "Rate limit exceeded the maximum. Retry the request in [2] seconds", "code": "too.many.requests.retry.after", "status": 429})),
             )
                 .into_response());
+        }
+    }
+    if let Some((prefix, left, status)) = org.fail_next.clone() {
+        if call.contains(&prefix) && left > 0 {
+            org.fail_next = (left > 1).then(|| (prefix, left - 1, status));
+            org.calls.push((Instant::now(), call, status));
+            let status = StatusCode::from_u16(status).expect("a status");
+            return Some(
+                (status, "<html><body>upstream unavailable</body></html>").into_response(),
+            );
         }
     }
     org.calls.push((Instant::now(), call, 200));
@@ -497,9 +511,21 @@ async fn subscribe(
 }
 
 async fn socket(State(fake): State<Fake>, upgrade: WebSocketUpgrade) -> Response {
-    fake.org.lock().expect("state").sockets_opened += 1;
+    let silent = {
+        let mut org = fake.org.lock().expect("state");
+        org.sockets_opened += 1;
+        org.silent_sockets
+    };
     let rx = fake.push.subscribe();
-    upgrade.on_upgrade(move |ws| serve_socket(ws, rx))
+    upgrade.on_upgrade(move |ws| async move {
+        if silent {
+            // Open, and never a word: only the heartbeat timeout notices.
+            let _keep = ws;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        } else {
+            serve_socket(ws, rx).await
+        }
+    })
 }
 
 async fn serve_socket(mut ws: WebSocket, mut rx: broadcast::Receiver<Option<String>>) {
