@@ -107,7 +107,7 @@ impl Connector {
         let mut gap_open = false;
         loop {
             let now = Instant::now();
-            let round: Result<(), ApiError> = async {
+            let round = async {
                 if now >= next_queues {
                     queues = self.refresh_queues().await?;
                     next_queues = now + self.settings.queues_every;
@@ -131,9 +131,13 @@ impl Connector {
                     self.today(&queues).await?;
                     next_today = now + self.settings.aggregates_every;
                 }
-                Ok(())
-            }
-            .await;
+                Ok::<(), ApiError>(())
+            };
+            // A call in flight (up to its timeout) does not hold up shutdown.
+            let round = tokio::select! {
+                round = round => round,
+                () = stop.cancelled() => break,
+            };
             let wake_at = match round {
                 Ok(()) => {
                     failures = 0;
