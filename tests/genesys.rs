@@ -578,8 +578,15 @@ async fn the_websocket_is_replaced_when_genesys_closes_it_and_the_gap_is_filled(
         || async { queue_of(&app, "q-1").await["waiting"] == 7 },
     )
     .await;
-    assert!(fake.org().channels >= 2, "a new channel was opened");
-    assert!(fake.org().sockets_opened >= 2);
+    wait_until(
+        "a new channel and socket",
+        Duration::from_secs(15),
+        || async {
+            let org = fake.org();
+            org.channels >= 2 && org.sockets_opened >= 2
+        },
+    )
+    .await;
     wait_until("live again", Duration::from_secs(10), || async {
         app.snapshot().await["pipeline"]["genesys"]["state"] == "websocket"
     })

@@ -29,6 +29,10 @@ use crate::server::{domain::now_ms, ingest::Webhooks};
 
 /// Topics per channel: Genesys's limit.
 const TOPICS_PER_CHANNEL: usize = 1_000;
+/// A socket that ends sooner than this after opening counts as a failure (backoff).
+const SHORT_LIVED: Duration = Duration::from_secs(10);
+/// How long a closing handshake may take on a socket being given up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,6 +100,7 @@ async fn keep_channel(
 ) {
     let mut failures = 0u32;
     loop {
+        let started = tokio::time::Instant::now();
         let ended = tokio::select! {
             ended = session(&channels, slot, &queues, &stop) => ended,
             () = stop.cancelled() => return,
@@ -105,11 +110,13 @@ async fn keep_channel(
         }
         let (why, wait) = match ended {
             // A socket that ran a while is reopened at once.
-            Ok(why) => {
+            Ok(why) if started.elapsed() >= SHORT_LIVED => {
                 failures = 0;
                 (why, Duration::ZERO)
             }
-            Err(why) => {
+            // One that could not be opened, or closed as soon as it was, backs off: a channel
+            // Genesys keeps refusing must not be asked for in a tight loop.
+            Ok(why) | Err(why) => {
                 failures += 1;
                 (why, RETRY.bound(failures))
             }
@@ -192,7 +199,7 @@ async fn session(
             Ok(Some(Ok(_))) => {}
         }
     };
-    let _ = socket.close(None).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
     Ok(why)
 }
 

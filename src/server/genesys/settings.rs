@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::server::{config::GenesysConfig, worker::retry::Backoff};
 
@@ -52,11 +52,16 @@ impl GenesysSettings {
         let environment = given(&c.genesys_environment);
         let (api, login) = (given(&c.genesys_api_url), given(&c.genesys_login_url));
         let client_id = given(&c.genesys_client_id);
+        // An empty value (a blank line in `.env`) is unset.
+        let client_secret = c
+            .genesys_client_secret
+            .clone()
+            .filter(|s| !s.expose_secret().trim().is_empty());
         let any = environment.is_some()
             || api.is_some()
             || login.is_some()
             || client_id.is_some()
-            || c.genesys_client_secret.is_some();
+            || client_secret.is_some();
         if !any {
             return Ok(None);
         }
@@ -95,8 +100,7 @@ impl GenesysSettings {
             "{}/oauth/token",
             login_url.as_str().trim_end_matches('/')
         ))?;
-        let (Some(client_id), Some(client_secret)) = (client_id, c.genesys_client_secret.clone())
-        else {
+        let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
             anyhow::bail!(
                 "the Genesys Cloud connector needs both GC_STATUS_GENESYS_CLIENT_ID and \
                  GC_STATUS_GENESYS_CLIENT_SECRET (an OAuth client with the client-credentials \
@@ -194,6 +198,19 @@ mod tests {
         ])
         .expect_err("a URL is not an environment");
         assert!(err.to_string().contains("no https://"), "{err}");
+    }
+
+    #[test]
+    fn blank_values_are_unset() {
+        let blank = settings(&[
+            "--genesys-environment",
+            "",
+            "--genesys-client-id",
+            "",
+            "--genesys-client-secret",
+            " ",
+        ]);
+        assert!(blank.expect("valid").is_none());
     }
 
     #[test]

@@ -122,19 +122,18 @@ impl Webhooks {
     /// durably committed before this returns. What the webhook route does after its checks,
     /// and how the Genesys Cloud connector feeds what it fetches into the same pipeline.
     pub async fn store(&self, body: Bytes, received_at: i64) -> Result<Accepted, ApiError> {
-        let state = self;
         let envelope = match envelope::parse(&body) {
             Ok(envelope) => envelope,
             // Valid JSON in a shape not recognised: EventBridge never redelivers a 4xx, so a
             // 400 would lose it for good. Keep it where an admin sees it and can replay it.
             Err(invalid) if envelope::is_json(&body) => {
-                return dead_on_arrival(state, body, received_at, invalid.to_string()).await
+                return dead_on_arrival(self, body, received_at, invalid.to_string()).await
             }
             Err(invalid) => return Err(invalid.into()),
         };
         // Inline processing: interpreting is pure CPU, done here in parallel across requests and
         // outside the write lock; the writer stores the result in the same commit as the event.
-        let processed = state.inline.as_deref().map(|processor| {
+        let processed = self.inline.as_deref().map(|processor| {
             worker::verdict(
                 processor,
                 &ClaimedEvent {
@@ -147,7 +146,7 @@ impl Webhooks {
                 },
             )
         });
-        let receipt = state
+        let receipt = self
             .writer
             .store(NewEvent {
                 id: envelope.event_id,

@@ -11,10 +11,9 @@ pub mod retry;
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::{future::BoxFuture, StreamExt as _};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-
-use futures_util::{future::BoxFuture, StreamExt as _};
 
 use self::retry::Backoff;
 use super::{
