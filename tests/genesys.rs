@@ -221,18 +221,7 @@ async fn a_first_start_with_only_a_client_id_and_secret_shows_named_queues_with_
 
 #[tokio::test]
 async fn replicas_on_one_database_run_one_connector_and_a_standby_takes_over() {
-    let mut org = Org {
-        queues: vec![queue("q-1", "Sales")],
-        ..Org::default()
-    };
-    org.live.insert(
-        ("q-1".into(), "voice".into()),
-        Live {
-            waiting: 2,
-            interacting: 0,
-            longest_since: None,
-        },
-    );
+    let org = Org::with_queues(vec![queue("q-1", "Sales")]).live("q-1", "voice", 2, 0);
     let fake = FakeGenesys::start(org).await;
     let database = common::new_postgres_database().await;
     let state = |app: &common::TestApp| {
@@ -349,7 +338,10 @@ async fn a_429_with_retry_after_holds_every_call_until_it_has_passed() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the 429 is answered", Duration::from_secs(5), || async {
+        fake.org().calls.iter().any(|(_, _, status)| *status == 429)
+    })
+    .await;
     // Another caller, on another endpoint, during the hold.
     let second: Value = api
         .get(
@@ -522,12 +514,8 @@ async fn a_restart_at_noon_gets_today_back_whole_from_the_aggregates_query() {
 
 #[tokio::test]
 async fn the_websocket_is_replaced_when_genesys_closes_it_and_the_gap_is_filled() {
-    let mut org = Org {
-        queues: vec![queue("q-1", "Sales"), queue("q-2", "Support")],
-        ..Org::default()
-    };
-    org.live
-        .insert(("q-1".into(), "voice".into()), Live::default());
+    let org = Org::with_queues(vec![queue("q-1", "Sales"), queue("q-2", "Support")])
+        .live("q-1", "voice", 0, 0);
     let fake = FakeGenesys::start(org).await;
     // Polls far apart: only the notifications and the polls after a reconnect bring news.
     let app = spawn_app_with(connect_to(&fake, 3600, true)).await;
@@ -624,10 +612,7 @@ async fn a_websocket_without_heartbeats_is_taken_for_dead_and_replaced() {
 
 #[tokio::test]
 async fn a_state_change_without_a_queue_is_placed_through_the_conversation_details() {
-    let mut org = Org {
-        queues: vec![queue("q-1", "Sales")],
-        ..Org::default()
-    };
+    let mut org = Org::with_queues(vec![queue("q-1", "Sales")]);
     // Analytics has not caught up for the first two asks.
     org.conversations
         .insert("c-lost".into(), ("q-1".into(), "voice".into(), 2));
@@ -661,19 +646,11 @@ async fn a_state_change_without_a_queue_is_placed_through_the_conversation_detai
 
 #[tokio::test]
 async fn the_client_secret_and_every_token_stay_out_of_the_logs() {
-    let mut org = Org {
-        queues: vec![queue("q-1", "Sales")],
+    let org = Org {
         token_lifetime: 2,
-        ..Org::default()
-    };
-    org.live.insert(
-        ("q-1".into(), "voice".into()),
-        Live {
-            waiting: 2,
-            interacting: 0,
-            longest_since: None,
-        },
-    );
+        ..Org::with_queues(vec![queue("q-1", "Sales")])
+    }
+    .live("q-1", "voice", 2, 0);
     let fake = FakeGenesys::start(org).await;
     let dir = temp_dir();
     let url = fake.url();

@@ -91,6 +91,29 @@ pub struct Org {
     pub sockets_opened: u32,
 }
 
+impl Org {
+    /// An org with `queues` and nothing else yet.
+    pub fn with_queues(queues: Vec<FakeQueue>) -> Org {
+        Org {
+            queues,
+            ..Org::default()
+        }
+    }
+
+    /// `media` of `queue` with `waiting` and `interacting` conversations.
+    pub fn live(mut self, queue: &str, media: &str, waiting: i64, interacting: i64) -> Org {
+        self.live.insert(
+            (queue.into(), media.into()),
+            Live {
+                waiting,
+                interacting,
+                longest_since: None,
+            },
+        );
+        self
+    }
+}
+
 pub struct FakeGenesys {
     pub addr: SocketAddr,
     pub org: Arc<Mutex<Org>>,

@@ -19,6 +19,15 @@ pub fn interval_bounds(now: i64) -> (i64, i64) {
     (start, start + HALF_HOUR)
 }
 
+/// Epoch ms as RFC 3339 in `tz`, to the second, with the zone's offset
+/// (`2026-12-01T00:00:00+01:00`): how figures and Genesys's queries name local times.
+pub fn local_time(ms: i64, tz: &jiff::tz::TimeZone) -> Option<String> {
+    let zoned = jiff::Timestamp::from_millisecond(ms)
+        .ok()?
+        .to_zoned(tz.clone());
+    Some(zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ pub mod interpret;
 mod status;
 
 pub use self::{
-    clock::{day_bounds, interval_bounds},
+    clock::{day_bounds, interval_bounds, local_time},
     filter::{parse_time, DeadLetterFilter, FilterError, FilterText, Selection},
     status::{EventStatus, ForwardState, Stage, UnknownState},
 };

@@ -20,7 +20,7 @@ use super::{
     GenesysSettings,
 };
 use crate::server::{
-    domain::{day_bounds, interval_bounds, now_ms},
+    domain::{day_bounds, interval_bounds, local_time, now_ms},
     health::Health,
     ingest::Webhooks,
     queues::{DirectoryEntry, SharedSettings},
@@ -271,15 +271,7 @@ impl Connector {
         let (day_start, _) = day_bounds(now, &self.timezone)
             .map_err(|e| ApiError::Store(format!("cannot place today: {e}")))?;
         let (_, interval_end) = interval_bounds(now.as_millisecond());
-        let local = |ms: i64| {
-            jiff::Timestamp::from_millisecond(ms)
-                .map(|t| {
-                    t.to_zoned(self.timezone.clone())
-                        .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                        .to_string()
-                })
-                .unwrap_or_default()
-        };
+        let local = |ms| local_time(ms, &self.timezone).unwrap_or_default();
         let (start, end) = (local(day_start), local(interval_end));
         let zone = self.timezone.iana_name().unwrap_or("UTC");
         for chunk in queues.chunks(QUEUES_PER_QUERY) {

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::records::StatsWindow;
 use crate::model::{Agents, Figures, MediaStatus, QueueStatus};
+use crate::server::domain::local_time as local;
 
 /// One queue's and media type's figures derived from its conversations: the live counts,
 /// today's counts and (`interval_*`) the current interval's.
@@ -462,14 +463,6 @@ fn utc(ms: i64) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms)
         .ok()
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-}
-
-/// Epoch ms as RFC 3339 with the offset of `tz` at that time.
-fn local(ms: i64, tz: &jiff::tz::TimeZone) -> Option<String> {
-    let zoned = jiff::Timestamp::from_millisecond(ms)
-        .ok()?
-        .to_zoned(tz.clone());
-    Some(zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
 }
 
 #[cfg(test)]
