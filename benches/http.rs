@@ -81,38 +81,52 @@ function setup(thread)
 end
 "#;
 
-/// The wrk script: each thread loads its share of the pre-signed requests, sends each once
-/// and counts 202s.
+/// The wrk script: each thread loads its own file of pre-signed requests (`<path>.<tid>`),
+/// waits until every thread has loaded its own (the next thread loads while the first already
+/// runs), sends each request once and counts 202s.
 const WRK_SCRIPT: &str = r#"
 function init(args)
-  local path, nthreads = args[1], tonumber(args[2])
-  requests, n, accepted, other = {}, 0, 0, 0
-  local i = 0
-  for line in io.lines(path) do
-    if i % nthreads == tid then
-      local sig, body = line:match("^(%S+)\t(.*)$")
-      requests[#requests + 1] = wrk.format("POST", "/api/v2/webhooks/gc-status",
-        { ["Content-Type"] = "application/json", ["X-GC-Signature"] = sig }, body)
-    end
-    i = i + 1
+  local path, nthreads, close = args[1], tonumber(args[2]), args[3] == "close"
+  requests, n, calls, accepted, other, ran_out, ready = {}, 0, 0, 0, 0, 0, false
+  marker = path .. ".loaded"
+  for line in io.lines(path .. "." .. tid) do
+    local sig, body = line:match("^(%S+)\t(.*)$")
+    local headers = { ["Content-Type"] = "application/json", ["X-GC-Signature"] = sig }
+    if close then headers["Connection"] = "close" end
+    requests[#requests + 1] = wrk.format("POST", "/api/v2/webhooks/gc-status", headers, body)
   end
+  if tid == nthreads - 1 then io.open(marker, "w"):close() end
 end
+-- Each request is sent once: out of requests, the thread stops and the run is reported as
+-- spoilt (the rest of it would be duplicates, far cheaper than new events).
+-- wrk calls request() once on its main thread to check the script, before the other threads
+-- have loaded: that call must not wait for them.
 function request()
+  calls = calls + 1
+  while calls > 1 and not ready do
+    local loaded = io.open(marker)
+    if loaded then loaded:close() ready = true end
+  end
   n = n + 1
-  if n > #requests then n = 1 end
+  if n > #requests then
+    ran_out = 1
+    wrk.thread:stop()
+    n = #requests
+  end
   return requests[n]
 end
 function response(status, headers, body)
   if status == 202 then accepted = accepted + 1 else other = other + 1 end
 end
 function done(summary, latency, requests)
-  local acc, oth = 0, 0
+  local acc, oth, out = 0, 0, 0
   for _, t in ipairs(threads) do
     acc = acc + t:get("accepted")
     oth = oth + t:get("other")
+    out = out + t:get("ran_out")
   end
-  io.write(string.format("RESULT %d %d %d %d %d %d\n", acc, oth,
-    latency:percentile(50), latency:percentile(99), latency.max, summary.duration))
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", acc, oth,
+    latency:percentile(50), latency:percentile(99), latency.max, summary.duration, out))
 end
 "#;
 
@@ -135,15 +149,7 @@ local function uuid()
   return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" ..
     string.format("%x", math.random(8, 11)) .. hex(3) .. "-" .. hex(12)
 end
-local template = '{"version":"0","id":"%s","detail-type":"v2.detail.events.conversation.{id}.%s",' ..
-  '"source":"aws.partner/genesys.com/cloud/3d2b7c1e-5f0a-4c1b-9a57-2f4e1a9c8b10/gc-status",' ..
-  '"account":"123456789012","time":"%s","region":"eu-west-1","resources":[],' ..
-  '"detail":{"topicName":"v2.detail.events.conversation.%s.%s","version":"2","eventBody":{' ..
-  '"eventTime":%d,"conversationId":"%s","participantId":"%s","sessionId":"%s",' ..
-  '"mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567",' ..
-  '"dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567",' ..
-  '"queueId":"7a1c2e3f-0b4d-4e5f-8a6b-%012d","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6",' ..
-  '"routingPriority":0,"requestedRoutingTypes":["Standard"]%s},"metadata":{"CorrelationId":"%s"}}}'
+TEMPLATE
 function request()
   n = n + 1
   local kind = n % 8
@@ -186,16 +192,191 @@ end
 
 #[derive(Clone, Copy, PartialEq)]
 enum Workload {
-    /// Every event a `conversation:updated` for a new conversation.
+    /// Every event a `conversation:updated` for a new conversation (short ids in order).
     Updates,
-    /// 75% updates, 25% unknown types (dead letters).
+    /// 75% updates, 25% unknown types (dead letters); short ids in order.
     Mixed,
+    /// What senders really send: EventBridge-wrapped Genesys detail events with random UUID
+    /// ids, 700–900 bytes each, in the soak's mix (3 of 8 an `acd.start`, 3 the `acd.end` of
+    /// an earlier one, 2 a topic gc-status does not interpret).
+    Genesys,
 }
 
-/// One pre-signed request per line: `<hex signature>\t<body>`.
+/// The fields of an EventBridge API destination's body for a Genesys detail event (the SDK's
+/// `AcdStartEvent`/`AcdEndEvent` inside EventBridge's envelope), as text.
+struct DetailEvent<'a> {
+    id: &'a str,
+    topic: &'a str,
+    time: &'a str,
+    conversation: &'a str,
+    event_time: &'a str,
+    participant: &'a str,
+    session: &'a str,
+    /// The last 12 digits of the queue's id.
+    queue: &'a str,
+    /// `,"acdOutcome":…,"disconnectType":…` for an `acd.end`, else empty.
+    outcome: &'a str,
+    correlation: &'a str,
+}
+
+impl DetailEvent<'_> {
+    /// The body. The soak's wrk script gets the same text with Lua's `%s`/`%d` in every field
+    /// (each field appears in the order `string.format` takes them).
+    fn body(&self) -> String {
+        let DetailEvent {
+            id,
+            topic,
+            time,
+            conversation,
+            event_time,
+            participant,
+            session,
+            queue,
+            outcome,
+            correlation,
+        } = self;
+        format!(
+            r#"{{"version":"0","id":"{id}","detail-type":"v2.detail.events.conversation.{{id}}.{topic}","source":"aws.partner/genesys.com/cloud/3d2b7c1e-5f0a-4c1b-9a57-2f4e1a9c8b10/gc-status","account":"123456789012","time":"{time}","region":"eu-west-1","resources":[],"detail":{{"topicName":"v2.detail.events.conversation.{conversation}.{topic}","version":"2","eventBody":{{"eventTime":{event_time},"conversationId":"{conversation}","participantId":"{participant}","sessionId":"{session}","mediaType":"VOICE","provider":"Edge","direction":"INBOUND","ani":"tel:+15551234567","dnis":"tel:+15559876543","addressTo":"tel:+15559876543","addressFrom":"tel:+15551234567","queueId":"7a1c2e3f-0b4d-4e5f-8a6b-{queue}","divisionId":"1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6","routingPriority":0,"requestedRoutingTypes":["Standard"]{outcome}}},"metadata":{{"CorrelationId":"{correlation}"}}}}}}"#
+        )
+    }
+}
+
+/// The soak's wrk script, its body template filled in from [`DetailEvent::body`].
+fn soak_script() -> String {
+    let template = DetailEvent {
+        id: "%s",
+        topic: "%s",
+        time: "%s",
+        conversation: "%s",
+        event_time: "%d",
+        participant: "%s",
+        session: "%s",
+        queue: "%012d",
+        outcome: "%s",
+        correlation: "%s",
+    }
+    .body();
+    // The topic and conversation each appear twice: once per `%s` the script passes them.
+    assert_eq!(
+        template.matches("%s").count(),
+        10,
+        "the Lua call passes ten strings"
+    );
+    [
+        WRK_THREADS,
+        &SOAK_SCRIPT.replace(
+            "TEMPLATE\n",
+            &format!("local template = [==[{template}]==]\n"),
+        ),
+    ]
+    .concat()
+}
+
+/// A random version-4 UUID.
+fn uuid(rng: &mut impl rand::Rng) -> String {
+    let v: u128 = rng.random();
+    let v = (v & !(0xf000 << 64) | (0x4000 << 64)) & !(0xc << 60) | (0x8 << 60);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// `count` bodies in the soak's mix of Genesys detail events, in send order.
+fn genesys_bodies(count: usize, seed: u64) -> impl Iterator<Item = String> {
+    use rand::SeedableRng as _;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut waiting = std::collections::VecDeque::new();
+    let now = jiff::Timestamp::now();
+    let (time, event_time) = (
+        now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        now.as_millisecond().to_string(),
+    );
+    (1..=count).map(move |n| {
+        let (topic, conversation, queue, outcome) = match n % 8 {
+            0 | 4 => ("user.start", uuid(&mut rng), n % QUEUES, ""),
+            2 | 5 | 7 if waiting.len() >= 40 => {
+                let (conversation, queue) = waiting.pop_front().expect("40 waiting");
+                let outcome = if n % 5 == 0 {
+                    r#","acdOutcome":"ABANDON","disconnectType":"peer""#
+                } else {
+                    r#","acdOutcome":"ANSWERED","disconnectType":"client""#
+                };
+                ("acd.end", conversation, queue, outcome)
+            }
+            _ => {
+                let conversation = uuid(&mut rng);
+                waiting.push_back((conversation.clone(), n % QUEUES));
+                ("acd.start", conversation, n % QUEUES, "")
+            }
+        };
+        DetailEvent {
+            id: &uuid(&mut rng),
+            topic,
+            time: &time,
+            conversation: &conversation,
+            event_time: &event_time,
+            participant: &uuid(&mut rng),
+            session: &uuid(&mut rng),
+            queue: &format!("{queue:012}"),
+            outcome,
+            correlation: &uuid(&mut rng),
+        }
+        .body()
+    })
+}
+
+/// wrk's threads: each sends the requests of its own file.
+const WRK_THREAD_COUNT: usize = 2;
+
+/// Pre-signed requests, one per line (`<hex signature>\t<body>`), dealt in turn to one file
+/// per wrk thread: `<path>.0`, `<path>.1`.
+struct RequestFiles(Vec<std::io::BufWriter<std::fs::File>>);
+
+impl RequestFiles {
+    fn create(path: &Path) -> Self {
+        RequestFiles(
+            (0..WRK_THREAD_COUNT)
+                .map(|t| {
+                    let file = std::fs::File::create(format!("{}.{t}", path.display()))
+                        .expect("create a requests file");
+                    std::io::BufWriter::new(file)
+                })
+                .collect(),
+        )
+    }
+
+    fn write(&mut self, i: usize, body: &str) {
+        let out = &mut self.0[i % WRK_THREAD_COUNT];
+        writeln!(out, "{}\t{body}", sign_hex(SECRET, body.as_bytes())).expect("write");
+    }
+
+    fn finish(self) {
+        for mut out in self.0 {
+            out.flush().expect("flush");
+        }
+    }
+}
+
+/// Writes `count` requests of `workload` for wrk (see [`RequestFiles`]).
 fn write_requests(path: &Path, count: usize, workload: Workload, tag: &str) {
-    let file = std::fs::File::create(path).expect("create the requests file");
-    let mut out = std::io::BufWriter::new(file);
+    let mut out = RequestFiles::create(path);
+    if workload == Workload::Genesys {
+        // Each file its own ids: replicas' files must not share any.
+        let seed = tag
+            .bytes()
+            .fold(0x9e37_79b9_u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        for (i, body) in genesys_bodies(count, seed).enumerate() {
+            out.write(i, &body);
+        }
+        out.finish();
+        return;
+    }
     let now = jiff::Timestamp::now();
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for i in 0..count {
@@ -214,9 +395,9 @@ fn write_requests(path: &Path, count: usize, workload: Workload, tag: &str) {
                 seed % QUEUES as u64
             )
         };
-        writeln!(out, "{}\t{body}", sign_hex(SECRET, body.as_bytes())).expect("write");
+        out.write(i, &body);
     }
-    out.flush().expect("flush");
+    out.finish();
 }
 
 struct Server {
@@ -332,22 +513,34 @@ fn wrk_result(output: &std::process::Output) -> (Load, Vec<f64>) {
     (load, n[6..].to_vec())
 }
 
-fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path) -> Load {
-    wrk_with(addr, requests, duration, dir, CONNECTIONS)
+/// How wrk's connections behave.
+#[derive(Clone, Copy, PartialEq)]
+enum Connections {
+    KeepAlive,
+    /// `Connection: close` on every request, as Amazon EventBridge API destinations send: a
+    /// new TCP connection per request.
+    Close,
 }
 
+fn run_wrk(addr: &str, requests: &Path, duration: Duration, dir: &Path, how: Connections) -> Load {
+    wrk_with(addr, requests, duration, dir, CONNECTIONS, how)
+}
+
+/// Sends each request of `requests` at most once, over `connections`; panics if they ran out
+/// before `duration` ended (the rest of the run would not have been measured).
 fn wrk_with(
     addr: &str,
     requests: &Path,
     duration: Duration,
     dir: &Path,
     connections: usize,
+    how: Connections,
 ) -> Load {
     let script = dir.join("signed.lua");
     std::fs::write(&script, [WRK_THREADS, WRK_SCRIPT].concat()).expect("write the wrk script");
     let output = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{WRK_THREAD_COUNT}"),
             &format!("-c{connections}"),
             &format!("-d{}s", duration.as_secs()),
             "--timeout",
@@ -358,10 +551,21 @@ fn wrk_with(
         .arg(format!("http://{addr}"))
         .arg("--")
         .arg(requests)
-        .arg("2")
+        .arg(WRK_THREAD_COUNT.to_string())
+        .arg(if how == Connections::Close {
+            "close"
+        } else {
+            "keep-alive"
+        })
         .output()
         .expect("run wrk (apt-get install wrk)");
-    wrk_result(&output).0
+    let (load, ran_out) = wrk_result(&output);
+    assert_eq!(
+        ran_out.first().copied(),
+        Some(0.0),
+        "wrk ran out of requests before {duration:?}: write more of them"
+    );
+    load
 }
 
 async fn count(db_url: &str, sql: &'static str) -> i64 {
@@ -422,7 +626,20 @@ impl Drop for PostgresServer {
 }
 
 /// `shipped-mixed` on PostgreSQL with `replicas` replicas sharing one new database.
-async fn on_postgres(dir: &Path, duration: Duration, replicas: usize) -> Outcome {
+/// The events a workload sent that are in the database (a preloaded event's id starts `pre-`).
+fn stored_sql(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Genesys => "SELECT COUNT(*) FROM events WHERE id NOT LIKE 'pre-%'",
+        Workload::Updates | Workload::Mixed => "SELECT COUNT(*) FROM events WHERE id LIKE 'b-%'",
+    }
+}
+
+async fn on_postgres(
+    dir: &Path,
+    duration: Duration,
+    replicas: usize,
+    workload: Workload,
+) -> Outcome {
     let postgres = PostgresServer::start();
     let database = gc_status::server::store::create_test_database(&postgres.url)
         .await
@@ -436,12 +653,7 @@ async fn on_postgres(dir: &Path, duration: Duration, replicas: usize) -> Outcome
         std::fs::create_dir_all(&replica_dir).expect("dir");
         let requests = replica_dir.join("requests.tsv");
         // Every replica's events are distinct: `b-<replica>x-<n>`.
-        write_requests(
-            &requests,
-            needed / replicas,
-            Workload::Mixed,
-            &format!("b-{r}x"),
-        );
+        write_requests(&requests, needed / replicas, workload, &format!("b-{r}x"));
         servers.push(Server::start(&replica_dir, &env));
         files.push((replica_dir, requests));
     }
@@ -452,7 +664,14 @@ async fn on_postgres(dir: &Path, duration: Duration, replicas: usize) -> Outcome
             .zip(&files)
             .map(|(server, (replica_dir, requests))| {
                 scope.spawn(move || {
-                    wrk_with(&server.addr, requests, duration, replica_dir, connections)
+                    wrk_with(
+                        &server.addr,
+                        requests,
+                        duration,
+                        replica_dir,
+                        connections,
+                        Connections::KeepAlive,
+                    )
                 })
             })
             .collect();
@@ -476,7 +695,7 @@ async fn on_postgres(dir: &Path, duration: Duration, replicas: usize) -> Outcome
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = started.elapsed();
-    let stored = count(&database, "SELECT COUNT(*) FROM events WHERE id LIKE 'b-%'").await;
+    let stored = count(&database, stored_sql(workload)).await;
     assert!(
         stored as u64 >= load.accepted,
         "{} acknowledged but {stored} stored",
@@ -745,6 +964,16 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
             None,
         ),
         "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, None),
+        "real-workers-off" => (
+            Workload::Genesys,
+            vec![("GC_STATUS_WORKERS", "0")],
+            0,
+            false,
+            None,
+        ),
+        "real-shipped" | "real-close" => (Workload::Genesys, vec![], 0, false, None),
+        "real-hmac-only" => return hmac_only(dir.path(), duration).await,
+        "real-postgres-1" => return on_postgres(dir.path(), duration, 1, Workload::Genesys).await,
         "stored-1m" => (
             Workload::Updates,
             vec![("GC_STATUS_WORKERS", "0")],
@@ -781,8 +1010,8 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
             Some((Slow::StalledSignIn, 500)),
         ),
         "drain-1m" => return drain(dir.path()).await,
-        "postgres-1" => return on_postgres(dir.path(), duration, 1).await,
-        "postgres-2" => return on_postgres(dir.path(), duration, 2).await,
+        "postgres-1" => return on_postgres(dir.path(), duration, 1, Workload::Mixed).await,
+        "postgres-2" => return on_postgres(dir.path(), duration, 2, Workload::Mixed).await,
         "snapshot-5m" => return snapshot_cost(dir.path()).await,
         "wallboard-50" => return wallboard(dir.path()).await,
         "soak" => return soak(dir.path(), minutes, false).await,
@@ -816,7 +1045,12 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     if readers || slow.is_some() {
         std::thread::sleep(Duration::from_secs(2));
     }
-    let load = run_wrk(&server.addr, &requests, duration, dir.path());
+    let how = if name == "real-close" {
+        Connections::Close
+    } else {
+        Connections::KeepAlive
+    };
+    let load = run_wrk(&server.addr, &requests, duration, dir.path(), how);
     let mut note = String::new();
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = reader_thread {
@@ -857,7 +1091,7 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
             sink.token_requests.load(Ordering::Relaxed)
         );
     }
-    if name == "shipped-mixed" {
+    if ["shipped-mixed", "real-shipped", "real-close"].contains(&name) {
         let started = Instant::now();
         while count(&server.db_url, OPEN_EVENTS).await > 0 {
             assert!(
@@ -871,11 +1105,7 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
             started.elapsed().as_secs_f64()
         );
     }
-    let stored = count(
-        &server.db_url,
-        "SELECT COUNT(*) FROM events WHERE id LIKE 'b-%'",
-    )
-    .await;
+    let stored = count(&server.db_url, stored_sql(workload)).await;
     assert!(
         stored as u64 >= load.accepted,
         "{name}: {} acknowledged but {stored} stored",
@@ -888,6 +1118,61 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     );
     server.stop();
     Outcome { load, note }
+}
+
+/// The ceiling for any receiver on this machine: axum doing only what none can skip (the
+/// HMAC check and the JSON parse), storing nothing, with the same requests and the same wrk
+/// in the same run.
+async fn hmac_only(dir: &Path, duration: Duration) -> Outcome {
+    use axum::{http::HeaderMap, http::StatusCode, routing::post};
+    async fn accept(headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, &'static str) {
+        let signed = headers
+            .get("x-gc-signature")
+            .is_some_and(|sig| sig.as_bytes() == sign_hex(SECRET, &body).as_bytes());
+        if !signed {
+            return (StatusCode::UNAUTHORIZED, r#"{"error":"bad signature"}"#);
+        }
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(_) => (StatusCode::ACCEPTED, r#"{"status":"accepted"}"#),
+            Err(_) => (StatusCode::BAD_REQUEST, r#"{"error":"not JSON"}"#),
+        }
+    }
+    let requests = dir.join("requests.tsv");
+    write_requests(
+        &requests,
+        (duration.as_secs() as usize + 2) * 70_000,
+        Workload::Genesys,
+        "hmac-only",
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("address").to_string();
+    listener.set_nonblocking(true).expect("non-blocking");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Two worker threads, like gc-status's runtime on this machine.
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let app = axum::Router::new().route("/api/v2/webhooks/gc-status", post(accept));
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+    });
+    let load = run_wrk(&addr, &requests, duration, dir, Connections::KeepAlive);
+    let _ = stop.send(());
+    server.join().expect("the baseline server");
+    Outcome {
+        load,
+        note: "HMAC check + JSON parse only, nothing stored".to_owned(),
+    }
 }
 
 /// What one status snapshot costs with 5,000,000 stored events: `GET /api/v2/queues` with the
@@ -1066,7 +1351,7 @@ async fn soak(dir: &Path, minutes: u64, postgres: bool) -> Outcome {
     }
     let server = Server::start(dir, &env);
     let script = dir.join("soak.lua");
-    std::fs::write(&script, [WRK_THREADS, SOAK_SCRIPT].concat()).expect("write the wrk script");
+    std::fs::write(&script, soak_script()).expect("write the wrk script");
 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
