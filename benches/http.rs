@@ -44,7 +44,8 @@
 //!   queues, against `GET /healthz` in the same run as the baseline, and the gzipped size of
 //!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release --split`: what the wallboard downloads).
 //!
-//! `GC_STATUS_BENCH_BINARY=path` runs another build of gc-status instead (a before/after
+//! `GC_STATUS_BENCH_PERF=file` records a `perf` profile of the server while wrk runs (the
+//! scenarios on one SQLite server). `GC_STATUS_BENCH_BINARY=path` runs another build of gc-status instead (a before/after
 //! comparison on the same machine). Every scenario checks that each acknowledged event is in
 //! the database. Figures are medians
 //! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
@@ -473,6 +474,55 @@ impl Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// `perf record` on the server while wrk runs, when `GC_STATUS_BENCH_PERF=<file>` asks for it
+/// (Debian's `linux-perf`; `perf report -i <file> --sort comm,sym` then shows where each
+/// thread's time went: the SQLite statements run on `sqlx-sqlite-wor…` threads).
+struct Profiler(Child);
+
+impl Profiler {
+    fn attach(server: &Server) -> Option<Profiler> {
+        let out = std::env::var_os("GC_STATUS_BENCH_PERF")?;
+        let child = Command::new("perf")
+            .args(["record", "-F", "1999", "-p", &server.child.id().to_string(), "-o"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run perf (apt-get install linux-perf)");
+        Some(Profiler(child))
+    }
+
+    fn finish(mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// How the run's commits went, from the server's `/metrics`: the ingest writer's batches (mean
+/// size, mean commit, mean wait for the write gate) and the inline applier's rounds.
+async fn writer_figures(addr: &str) -> String {
+    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return String::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mean = |name: &str| value(&format!("{name}_sum")) / value(&format!("{name}_count")).max(1.0);
+    format!(
+        "batches of {:.0} (commit {:.2} ms, gate wait {:.2} ms), inline rounds of {:.0} ({:.2} ms); ",
+        mean("gc_status_ingest_batch_events"),
+        mean("gc_status_ingest_commit_seconds") * 1e3,
+        mean("gc_status_ingest_gate_wait_seconds") * 1e3,
+        mean("gc_status_inline_apply_events"),
+        mean("gc_status_inline_apply_seconds") * 1e3,
+    )
 }
 
 /// What one wrk run reported.
@@ -1050,8 +1100,12 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     } else {
         Connections::KeepAlive
     };
+    let profiler = Profiler::attach(&server);
     let load = run_wrk(&server.addr, &requests, duration, dir.path(), how);
-    let mut note = String::new();
+    if let Some(profiler) = profiler {
+        profiler.finish();
+    }
+    let mut note = writer_figures(&server.addr).await;
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = reader_thread {
         let polls = t.join().expect("readers");

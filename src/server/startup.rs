@@ -29,7 +29,7 @@ use super::{
     status::{self, StatusFeed, StatusSource},
     store::{
         self,
-        writer::{IngestWriter, WriterSettings},
+        writer::{IngestWriter, InlineSettings, WriterSettings},
         Db,
     },
     worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
@@ -97,13 +97,12 @@ impl Application {
         // Processing as events arrive spares the workers (and the write lock) a claim and a
         // completion per event; it needs workers on (they handle retries and crashes).
         let inline = (config.worker.workers > 0 && processor.inline()).then(|| processor.clone());
-        let (inline_tx, inline_rx) = match inline {
-            Some(_) => {
-                let (tx, rx) = worker::inline::channel();
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
+        let backoff = WorkerSettings::from_config(&config.worker).backoff;
+        let inline_settings = inline.is_some().then(|| InlineSettings {
+            forwarding: db.forwarding(),
+            first_retry: Box::new(move |now| backoff.retry_at(now, 1)),
+            processed: processed.clone(),
+        });
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
             WriterSettings {
@@ -114,7 +113,7 @@ impl Application {
                 gate: db.write_gate(),
                 committed: wake_workers.clone(),
                 ingested: ingested.clone(),
-                inline: inline_tx,
+                inline: inline_settings,
                 health: health.clone(),
                 file: store::database_file(&config.database_url),
             },
@@ -221,19 +220,6 @@ impl Application {
             extra_tasks.push((
                 "genesys connector",
                 Box::pin(connector.run(shutdown.clone())),
-            ));
-        }
-        if let Some(rx) = inline_rx {
-            extra_tasks.push((
-                "inline applier",
-                Box::pin(worker::inline::run(
-                    db.clone(),
-                    rx,
-                    WorkerSettings::from_config(&config.worker).backoff,
-                    processed.clone(),
-                    wake_workers.clone(),
-                    shutdown.clone(),
-                )),
             ));
         }
         Ok(Application {

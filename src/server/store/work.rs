@@ -407,8 +407,8 @@ async fn complete(
     Ok(completed)
 }
 
-/// See [`Db::complete_inline`].
-async fn apply_verdicts(
+/// See [`Db::complete_inline`]; also how the ingest writer finishes the events it stores.
+pub(crate) async fn apply_verdicts(
     tx: &mut impl Statements,
     verdicts: &[(String, Result<Effect, ProcessError>)],
     now: i64,
