@@ -6,6 +6,15 @@
 //! ```
 //!
 //! Scenarios (all by default), each on a fresh database, wrk with 2 threads and 64 connections:
+//! - `real-shipped`, `real-workers-off`, `real-close`, `real-postgres-1`, `real-hmac-only` (not
+//!   in the default set): what senders really send, the workload a user should expect. Random
+//!   UUID ids, EventBridge-wrapped Genesys detail events of 700–900 bytes (3 of 8 an
+//!   `acd.start` of a new conversation in one of 20 queues, 3 the `acd.end` of an earlier one,
+//!   2 a topic gc-status does not interpret: dead letters), HMAC-signed, each sent once (wrk
+//!   stops, and the run fails, if they run out). As shipped; ingestion alone; as shipped with
+//!   `Connection: close` on every request (how Amazon EventBridge API destinations send: a
+//!   TCP connection per request); as shipped on PostgreSQL with one replica; and the ceiling,
+//!   axum doing only the HMAC check and the JSON parse, storing nothing, in the same run;
 //! - `workers-off`: ingestion alone (`GC_STATUS_WORKERS=0`), every event new: the baseline;
 //! - `shipped-mixed`: as shipped, 75% `conversation:updated` for new conversations in 20
 //!   queues and 25% unknown types that end as dead letters; reports the backlog at the end
@@ -45,10 +54,11 @@
 //!   the page's assets (wasm + JS + CSS as built by `cargo leptos build --release --split`: what the wallboard downloads).
 //!
 //! `GC_STATUS_BENCH_PERF=file` records a `perf` profile of the server while wrk runs (the
-//! scenarios on one SQLite server). `GC_STATUS_BENCH_BINARY=path` runs another build of gc-status instead (a before/after
-//! comparison on the same machine). Every scenario checks that each acknowledged event is in
-//! the database. Figures are medians
-//! over the rounds; `wrk` and the server share the machine's cores, as they would for a user.
+//! scenarios on one SQLite server). `GC_STATUS_BENCH_BINARY=path` runs another build of
+//! gc-status instead (a before/after comparison on the same machine). Every scenario checks
+//! that each acknowledged event is in the database, and its notes say how the ingest writer's
+//! commits went (from `/metrics`). Figures are medians over the rounds; `wrk` and the server
+//! share the machine's cores, as they would for a user.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -485,7 +495,14 @@ impl Profiler {
     fn attach(server: &Server) -> Option<Profiler> {
         let out = std::env::var_os("GC_STATUS_BENCH_PERF")?;
         let child = Command::new("perf")
-            .args(["record", "-F", "1999", "-p", &server.child.id().to_string(), "-o"])
+            .args([
+                "record",
+                "-F",
+                "1999",
+                "-p",
+                &server.child.id().to_string(),
+                "-o",
+            ])
             .arg(out)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -514,7 +531,8 @@ async fn writer_figures(addr: &str) -> String {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let mean = |name: &str| value(&format!("{name}_sum")) / value(&format!("{name}_count")).max(1.0);
+    let mean =
+        |name: &str| value(&format!("{name}_sum")) / value(&format!("{name}_count")).max(1.0);
     format!(
         "batches of {:.0} (commit {:.2} ms, gate wait {:.2} ms), inline rounds of {:.0} ({:.2} ms); ",
         mean("gc_status_ingest_batch_events"),

@@ -30,7 +30,7 @@ use super::{
     store::{
         self,
         writer::{IngestWriter, InlineSettings, WriterSettings},
-        Db,
+        Backend, Db,
     },
     worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
@@ -98,10 +98,19 @@ impl Application {
         // completion per event; it needs workers on (they handle retries and crashes).
         let inline = (config.worker.workers > 0 && processor.inline()).then(|| processor.clone());
         let backoff = WorkerSettings::from_config(&config.worker).backoff;
+        // PostgreSQL applies the verdicts beside the writer (see `worker::inline`).
+        let (apart, applier) = match (&inline, db.backend()) {
+            (Some(_), Backend::Postgres) => {
+                let (tx, rx) = worker::inline::channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         let inline_settings = inline.is_some().then(|| InlineSettings {
             forwarding: db.forwarding(),
             first_retry: Box::new(move |now| backoff.retry_at(now, 1)),
             processed: processed.clone(),
+            apart,
         });
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
@@ -220,6 +229,19 @@ impl Application {
             extra_tasks.push((
                 "genesys connector",
                 Box::pin(connector.run(shutdown.clone())),
+            ));
+        }
+        if let Some(rx) = applier {
+            extra_tasks.push((
+                "inline applier",
+                Box::pin(worker::inline::run(
+                    db.clone(),
+                    rx,
+                    backoff,
+                    processed.clone(),
+                    wake_workers.clone(),
+                    shutdown.clone(),
+                )),
             ));
         }
         Ok(Application {

@@ -70,7 +70,7 @@ pub(crate) struct Failure<'a> {
     pub retry_at: Option<i64>,
 }
 
-/// An event processed as it arrived that failed (by id: the inline applier knows no seq).
+/// An event processed as it arrived that failed (by id: its writer knows no seq).
 #[derive(Clone, Debug)]
 pub(crate) struct FreshFailure<'a> {
     pub id: &'a str,

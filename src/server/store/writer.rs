@@ -14,7 +14,8 @@
 //! busy machine each of those waits for a core; two transactions a batch, with the write gate
 //! handed over between them, took 15–20 ms for 64 events where one takes a few. If applying
 //! the verdicts fails, the batch is stored again without them and the workers process it
-//! after [`INLINE_GRACE_MS`]: nothing is lost, and nothing is applied twice.
+//! after [`INLINE_GRACE_MS`]: nothing is lost, and nothing is applied twice. PostgreSQL, whose
+//! writers run side by side, applies them beside the writer instead (`worker::inline`).
 
 use std::{
     collections::{hash_map::Entry, HashMap},
@@ -29,7 +30,9 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{records::InlineApplied, retry_reason, work::apply_verdicts, Statements, WriteGate, WriterConn};
+use super::{
+    records::InlineApplied, retry_reason, work::apply_verdicts, Statements, WriteGate, WriterConn,
+};
 use crate::server::{
     domain::{now_ms, Effect, ProcessError},
     health::Health,
@@ -74,7 +77,13 @@ pub struct InlineSettings {
     pub first_retry: Box<dyn Fn(i64) -> i64 + Send + Sync>,
     /// Counts events finished.
     pub processed: Arc<RateMeter>,
+    /// Where the verdicts go to be applied in transactions of their own, after the batch's
+    /// commit, instead of in it (PostgreSQL: see `worker::inline`).
+    pub apart: Option<mpsc::Sender<InlineBatch>>,
 }
+
+/// Committed events and their verdicts, for the inline applier (see [`InlineSettings::apart`]).
+pub type InlineBatch = Vec<(String, Result<Effect, ProcessError>)>;
 
 /// One transaction's inline application: its time, the retry time of first failures, and
 /// whether done events are queued for the sink.
@@ -200,7 +209,9 @@ impl IngestWriter {
                     .build()
                 {
                     Ok(runtime) => runtime.block_on(run(conn, rx, settings)),
-                    Err(err) => tracing::error!(error = %err, "the writer's runtime could not start"),
+                    Err(err) => {
+                        tracing::error!(error = %err, "the writer's runtime could not start")
+                    }
                 }
                 let _ = finished.send(());
             });
@@ -284,7 +295,8 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
             }
         }
         let committing = std::time::Instant::now();
-        let apply = settings.inline.as_ref().map(|inline| {
+        let in_commit = settings.inline.as_ref().filter(|i| i.apart.is_none());
+        let apply = in_commit.map(|inline| {
             let now = now_ms();
             Apply {
                 now,
@@ -316,7 +328,22 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
                         .increment(applied.dead);
                     inline.processed.record(finished);
                 }
-                if new as u64 > finished {
+                let mut handed = 0;
+                if let Some(apart) = settings.inline.as_ref().and_then(|i| i.apart.as_ref()) {
+                    let verdicts: InlineBatch = events
+                        .iter()
+                        .zip(&stored)
+                        .filter(|(e, r)| r.stored == Stored::New && e.goes_inline())
+                        .filter_map(|(e, r)| Some((r.id.clone(), e.processed.clone()?)))
+                        .collect();
+                    handed = verdicts.len() as u64;
+                    // A full applier queue is no loss: the workers take these events once
+                    // their grace period ends.
+                    if !verdicts.is_empty() && apart.try_send(verdicts).is_err() {
+                        metrics::counter!("gc_status_inline_overflow_total").increment(1);
+                    }
+                }
+                if new as u64 > finished + handed {
                     settings.committed.notify_one();
                 }
                 for (reply, result) in replies.into_iter().zip(stored) {
@@ -382,7 +409,8 @@ pub(crate) async fn store_batch(
     if verdicts.is_empty() {
         return Ok((receipts, InlineApplied::default()));
     }
-    let applied = apply_verdicts(tx, &verdicts, apply.now, apply.retry_at, apply.forwarding).await?;
+    let applied =
+        apply_verdicts(tx, &verdicts, apply.now, apply.retry_at, apply.forwarding).await?;
     Ok((receipts, applied))
 }
 

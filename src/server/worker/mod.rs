@@ -6,6 +6,7 @@
 //! the dead letters instead of looping). Statistics merges are idempotent, so an event applied
 //! twice still counts once.
 
+pub mod inline;
 pub mod retry;
 
 use std::{sync::Arc, time::Duration};
