@@ -56,9 +56,8 @@
 //! `GC_STATUS_BENCH_PERF=file` records a `perf` profile of the server while wrk runs (the
 //! scenarios on one SQLite server). `GC_STATUS_BENCH_BINARY=path` runs another build of
 //! gc-status instead (a before/after comparison on the same machine). Every scenario checks
-//! that each acknowledged event is in the database, and its notes say how the ingest writer's
-//! commits went (from `/metrics`). Figures are medians over the rounds; `wrk` and the server
-//! share the machine's cores, as they would for a user.
+//! that each acknowledged event is in the database. Figures are medians over the rounds; `wrk`
+//! and the server share the machine's cores, as they would for a user.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -517,30 +516,6 @@ impl Profiler {
             .status();
         let _ = self.0.wait();
     }
-}
-
-/// How the run's commits went, from the server's `/metrics`: the ingest writer's batches (mean
-/// size, mean commit, mean wait for the write gate) and the inline applier's rounds.
-async fn writer_figures(addr: &str) -> String {
-    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
-        return String::new();
-    };
-    let text = response.text().await.unwrap_or_default();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let mean =
-        |name: &str| value(&format!("{name}_sum")) / value(&format!("{name}_count")).max(1.0);
-    format!(
-        "batches of {:.0} (commit {:.2} ms, gate wait {:.2} ms), inline rounds of {:.0} ({:.2} ms); ",
-        mean("gc_status_ingest_batch_events"),
-        mean("gc_status_ingest_commit_seconds") * 1e3,
-        mean("gc_status_ingest_gate_wait_seconds") * 1e3,
-        mean("gc_status_inline_apply_events"),
-        mean("gc_status_inline_apply_seconds") * 1e3,
-    )
 }
 
 /// What one wrk run reported.
@@ -1123,7 +1098,7 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     if let Some(profiler) = profiler {
         profiler.finish();
     }
-    let mut note = writer_figures(&server.addr).await;
+    let mut note = String::new();
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = reader_thread {
         let polls = t.join().expect("readers");

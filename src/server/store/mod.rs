@@ -211,16 +211,11 @@ pub enum WriterConn {
 }
 
 impl WriterConn {
-    /// Stores `events` in one transaction (applying their verdicts with `apply`) and returns a
-    /// receipt for each.
-    pub(crate) async fn commit_batch(
-        &mut self,
-        events: &[NewEvent],
-        apply: Option<writer::Apply>,
-    ) -> sqlx::Result<(Vec<Receipt>, records::InlineApplied)> {
+    /// Stores `events` in one transaction and returns a receipt for each.
+    pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         match self {
-            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events, apply).await,
-            WriterConn::Postgres(writer) => writer.commit_batch(events, apply).await,
+            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
+            WriterConn::Postgres(writer) => writer.commit_batch(events).await,
         }
     }
 
@@ -377,7 +372,7 @@ impl Db {
     }
 
     /// Whether events this handle marks done are queued for the sink.
-    pub fn forwarding(&self) -> bool {
+    fn forwarding(&self) -> bool {
         match self {
             Db::Sqlite(db) => db.forwarding(),
             Db::Postgres(db) => db.forwarding(),

@@ -4,7 +4,7 @@
 //! begins a transaction at a moment when every frame has been copied back into the database
 //! file and no reader still reads from the WAL. A PASSIVE checkpoint lets writers go on while
 //! it copies, and under steady traffic gc-status's commits come back to back (the ingest
-//! writer's group commits, the workers, the periodic tasks): every PASSIVE checkpoint ended
+//! writer's group commits, the inline applier, the workers): every PASSIVE checkpoint ended
 //! with newer frames already appended behind it, so the WAL was never fully copied at the
 //! moment a writer began, never restarted, and grew by every commit until the disk was full.
 //! No reader was to blame: sampled under load, the checkpoints had copied every frame they
