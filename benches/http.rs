@@ -999,21 +999,18 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     // Enough distinct events that none is sent twice at 40,000/s.
     let needed = (duration.as_secs() as usize + 2) * 40_000;
     let (workload, env, preloaded, readers, slow): ScenarioSetup = match name {
-        "workers-off" => (
-            Workload::Updates,
+        "workers-off" | "real-workers-off" => (
+            if name == "workers-off" {
+                Workload::Updates
+            } else {
+                Workload::Genesys
+            },
             vec![("GC_STATUS_WORKERS", "0")],
             0,
             false,
             None,
         ),
         "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, None),
-        "real-workers-off" => (
-            Workload::Genesys,
-            vec![("GC_STATUS_WORKERS", "0")],
-            0,
-            false,
-            None,
-        ),
         "real-shipped" | "real-close" => (Workload::Genesys, vec![], 0, false, None),
         "real-hmac-only" => return hmac_only(dir.path(), duration).await,
         "real-postgres-1" => return on_postgres(dir.path(), duration, 1, Workload::Genesys).await,
