@@ -29,8 +29,8 @@ use super::{
     status::{self, StatusFeed, StatusSource},
     store::{
         self,
-        writer::{IngestWriter, WriterSettings},
-        Db,
+        writer::{IngestWriter, InlineSettings, WriterSettings},
+        Backend, Db,
     },
     worker::{self, HangingProcessor, Processor, StatsProcessor, Worker, WorkerSettings},
 };
@@ -97,13 +97,21 @@ impl Application {
         // Processing as events arrive spares the workers (and the write lock) a claim and a
         // completion per event; it needs workers on (they handle retries and crashes).
         let inline = (config.worker.workers > 0 && processor.inline()).then(|| processor.clone());
-        let (inline_tx, inline_rx) = match inline {
-            Some(_) => {
+        let backoff = WorkerSettings::from_config(&config.worker).backoff;
+        // PostgreSQL applies the verdicts beside the writer (see `worker::inline`).
+        let (apart, applier) = match (&inline, db.backend()) {
+            (Some(_), Backend::Postgres) => {
                 let (tx, rx) = worker::inline::channel();
                 (Some(tx), Some(rx))
             }
-            None => (None, None),
+            _ => (None, None),
         };
+        let inline_settings = inline.is_some().then(|| InlineSettings {
+            forwarding: db.forwarding(),
+            first_retry: Box::new(move |now| backoff.retry_at(now, 1)),
+            processed: processed.clone(),
+            apart,
+        });
         let (writer, writer_task) = IngestWriter::spawn(
             writer_conn,
             WriterSettings {
@@ -114,7 +122,7 @@ impl Application {
                 gate: db.write_gate(),
                 committed: wake_workers.clone(),
                 ingested: ingested.clone(),
-                inline: inline_tx,
+                inline: inline_settings,
                 health: health.clone(),
                 file: store::database_file(&config.database_url),
             },
@@ -223,13 +231,13 @@ impl Application {
                 Box::pin(connector.run(shutdown.clone())),
             ));
         }
-        if let Some(rx) = inline_rx {
+        if let Some(rx) = applier {
             extra_tasks.push((
                 "inline applier",
                 Box::pin(worker::inline::run(
                     db.clone(),
                     rx,
-                    WorkerSettings::from_config(&config.worker).backoff,
+                    backoff,
                     processed.clone(),
                     wake_workers.clone(),
                     shutdown.clone(),

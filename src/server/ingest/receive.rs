@@ -39,7 +39,7 @@ pub struct Webhooks {
     pub body_timeout: Duration,
     /// The processor that runs on each event as it arrives, when processing is inline.
     pub inline: Option<Arc<dyn Processor>>,
-    /// For filing the dead letter of an unrecognised body when no inline applier runs.
+    /// For filing the dead letter of an unrecognised body when processing is not inline.
     pub db: Db,
 }
 
@@ -190,7 +190,7 @@ async fn dead_on_arrival(
             processed: Some(verdict()),
         })
         .await?;
-    // With inline processing the applier files the letter with the commit's other verdicts;
+    // With inline processing the writer files the letter in the commit that stores it;
     // otherwise it is filed here (the workers would only take the event after a grace).
     if state.inline.is_none() && receipt.stored == Stored::New {
         let now = now_ms();

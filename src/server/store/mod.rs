@@ -211,11 +211,16 @@ pub enum WriterConn {
 }
 
 impl WriterConn {
-    /// Stores `events` in one transaction and returns a receipt for each.
-    pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
+    /// Stores `events` in one transaction (applying their verdicts with `apply`) and returns a
+    /// receipt for each.
+    pub(crate) async fn commit_batch(
+        &mut self,
+        events: &[NewEvent],
+        apply: Option<writer::Apply>,
+    ) -> sqlx::Result<(Vec<Receipt>, records::InlineApplied)> {
         match self {
-            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
-            WriterConn::Postgres(writer) => writer.commit_batch(events).await,
+            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events, apply).await,
+            WriterConn::Postgres(writer) => writer.commit_batch(events, apply).await,
         }
     }
 
@@ -372,7 +377,7 @@ impl Db {
     }
 
     /// Whether events this handle marks done are queued for the sink.
-    fn forwarding(&self) -> bool {
+    pub fn forwarding(&self) -> bool {
         match self {
             Db::Sqlite(db) => db.forwarding(),
             Db::Postgres(db) => db.forwarding(),

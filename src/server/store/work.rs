@@ -70,7 +70,7 @@ pub(crate) struct Failure<'a> {
     pub retry_at: Option<i64>,
 }
 
-/// An event processed as it arrived that failed (by id: the inline applier knows no seq).
+/// An event processed as it arrived that failed (by id: its writer knows no seq).
 #[derive(Clone, Debug)]
 pub(crate) struct FreshFailure<'a> {
     pub id: &'a str,
@@ -407,8 +407,8 @@ async fn complete(
     Ok(completed)
 }
 
-/// See [`Db::complete_inline`].
-async fn apply_verdicts(
+/// See [`Db::complete_inline`]; also how the ingest writer finishes the events it stores.
+pub(crate) async fn apply_verdicts(
     tx: &mut impl Statements,
     verdicts: &[(String, Result<Effect, ProcessError>)],
     now: i64,

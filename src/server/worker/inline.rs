@@ -1,11 +1,14 @@
-//! The inline applier: finishes events that were processed as they arrived.
+//! The inline applier (PostgreSQL): finishes events that were processed as they arrived, in
+//! transactions of its own beside the ingest writer's.
 //!
-//! The webhook handler interprets each event (pure CPU, in parallel, outside any lock); the
-//! writer commits the event durably, answers the sender and hands the verdicts here. This
-//! task applies them in one short transaction per round — coalescing whatever queued up
-//! meanwhile — without the fsync an acknowledgement needs (losing the last of them to a power
-//! cut only means the workers process those events again). So an event costs one claim-free
-//! update instead of a worker's claim and completion, and ingestion keeps its speed.
+//! On SQLite the writer applies the verdicts in the batch's own transaction (one writer at a
+//! time there, so a second transaction only waits for the first). PostgreSQL runs writers side
+//! by side: there the writer commits the events, answers the senders and hands the verdicts
+//! here, and this task applies them in one short transaction per round — coalescing whatever
+//! queued up meanwhile — with `synchronous_commit=off` (losing the last of them to a crash only
+//! means the workers process those events again), while the next batch commits. Measured with
+//! random ids and real-size bodies, applying them in the writer's transaction instead halved
+//! PostgreSQL's acknowledgements per second.
 //!
 //! Nothing depends on this task for safety: events wait for it only [`INLINE_GRACE_MS`]; after
 //! a crash, or if its queue is full, the workers claim them as usual.

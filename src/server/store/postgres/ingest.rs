@@ -9,8 +9,9 @@ use std::{
 use sqlx::{PgConnection, PgPool};
 
 use super::{pg_text, WORK_CHANNEL};
+use crate::server::store::records::InlineApplied;
 use crate::server::store::writer::{
-    any_for_workers, first_due, insert_batch, BatchRows, NewEvent, Receipt,
+    any_for_workers, first_due, store_batch, Apply, BatchRows, NewEvent, Receipt,
 };
 
 /// The other replicas hear of new work at most this often: under load their workers are busy
@@ -32,7 +33,11 @@ impl PgWriter {
     }
 
     /// Stores `events` in one transaction and returns a receipt for each.
-    pub async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
+    pub(crate) async fn commit_batch(
+        &mut self,
+        events: &[NewEvent],
+        apply: Option<Apply>,
+    ) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
         // Text columns cannot hold NUL: such ids and types are stored with U+FFFD instead
         // (rare: copy only then).
         let cleaned: Vec<NewEvent>;
@@ -51,7 +56,7 @@ impl PgWriter {
         // of answering its webhooks 503.
         let mut attempt = 1;
         loop {
-            match self.try_commit(events).await {
+            match self.try_commit(events, apply).await {
                 Err(err) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&err) => {
                     tracing::debug!(attempt, "a batch met another replica's; committing again");
                     attempt += 1;
@@ -62,9 +67,13 @@ impl PgWriter {
     }
 
     /// [`PgWriter::commit_batch`]'s one attempt.
-    async fn try_commit(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
+    async fn try_commit(
+        &mut self,
+        events: &[NewEvent],
+        apply: Option<Apply>,
+    ) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
         let mut tx = self.pool.begin().await?;
-        let receipts = insert_batch(&mut *tx, events).await?;
+        let stored = store_batch(&mut *tx, events, apply).await?;
         let due = self
             .last_notify
             .is_none_or(|at| at.elapsed() >= NOTIFY_EVERY);
@@ -77,7 +86,7 @@ impl PgWriter {
             self.last_notify = Some(Instant::now());
         }
         tx.commit().await?;
-        Ok(receipts)
+        Ok(stored)
     }
 
     pub async fn close(self) -> sqlx::Result<()> {

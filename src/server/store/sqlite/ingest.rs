@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::server::store::writer::{first_due, insert_batch, BatchRows, NewEvent, Receipt};
+use crate::server::store::{
+    records::InlineApplied,
+    writer::{first_due, store_batch, Apply, BatchRows, NewEvent, Receipt},
+};
 
 /// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 256;
@@ -14,11 +17,12 @@ const ROWS_PER_STATEMENT: usize = 256;
 pub async fn commit_batch(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
-) -> sqlx::Result<Vec<Receipt>> {
+    apply: Option<Apply>,
+) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
     let mut tx = conn.begin().await?;
-    let receipts = insert_batch(&mut *tx, events).await?;
+    let stored = store_batch(&mut *tx, events, apply).await?;
     tx.commit().await?;
-    Ok(receipts)
+    Ok(stored)
 }
 
 impl BatchRows for SqliteConnection {

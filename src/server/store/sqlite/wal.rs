@@ -4,7 +4,7 @@
 //! begins a transaction at a moment when every frame has been copied back into the database
 //! file and no reader still reads from the WAL. A PASSIVE checkpoint lets writers go on while
 //! it copies, and under steady traffic gc-status's commits come back to back (the ingest
-//! writer's group commits, the inline applier, the workers): every PASSIVE checkpoint ended
+//! writer's group commits, the workers, the periodic tasks): every PASSIVE checkpoint ended
 //! with newer frames already appended behind it, so the WAL was never fully copied at the
 //! moment a writer began, never restarted, and grew by every commit until the disk was full.
 //! No reader was to blame: sampled under load, the checkpoints had copied every frame they
@@ -12,7 +12,8 @@
 //!
 //! So the keeper copies in two steps. Every tenth of a second a PASSIVE checkpoint copies what
 //! was committed meanwhile, while writes go on (and says how long the WAL is). Once the WAL
-//! holds a quarter of its bound, a RESTART checkpoint runs *inside the write gate*, between two
+//! holds a quarter of its bound, or will by the next tick at the pace of the last one (under
+//! heavy traffic a tick adds megabytes), a RESTART checkpoint runs *inside the write gate*, between two
 //! commits: with no writer running it copies the few frames the PASSIVE one left, flushes them,
 //! waits briefly for readers of older snapshots, and the next commit starts the WAL over from
 //! its beginning. What the PASSIVE checkpoints copied is flushed to disk *before* the gate is
@@ -23,7 +24,8 @@
 //! costs less at each fsync than growing a file) and cut back to half the bound should a large
 //! transaction have grown it; after a quiet second it is emptied. A restart put off by a reader
 //! is tried again after a growing pause, so a reader that pins its snapshot cannot make the
-//! keeper hold up writes over and over; `/readyz` says so once the bound is passed.
+//! keeper hold up writes over and over, except once the WAL nears half its bound: then it is
+//! tried at every tick; `/readyz` says so once the bound is passed.
 
 use std::{
     collections::BTreeMap,
@@ -78,6 +80,21 @@ impl WalLimit {
         self.bound / 4
     }
 
+    /// Whether to restart a WAL that holds `used` bytes and grew by `grown` over the last
+    /// tick. It is judged by what it will hold at the next tick: under heavy traffic a tick
+    /// adds megabytes, and a restart decided only once the WAL is past the mark would be
+    /// late by a tick (and later still by each try that readers put off).
+    pub fn plan(self, used: u64, grown: u64) -> Plan {
+        let next_tick = used.saturating_add(grown);
+        if next_tick >= self.kept_after_restart() {
+            Plan::RestartNow
+        } else if next_tick >= self.restart_at() {
+            Plan::Restart
+        } else {
+            Plan::Wait
+        }
+    }
+
     /// What the WAL file is cut back to when it restarts (`journal_size_limit`): above
     /// [`Self::restart_at`], so that steady traffic overwrites the file in place, and below the
     /// bound.
@@ -90,6 +107,17 @@ impl Default for WalLimit {
     fn default() -> Self {
         WalLimit::from_mb(WalLimit::DEFAULT_MB)
     }
+}
+
+/// What the keeper does about the WAL at a tick (see [`WalLimit::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Well short of the restart mark.
+    Wait,
+    /// Restart, unless readers put off the last try a moment ago.
+    Restart,
+    /// Restart at once, whoever put the last try off: the bound is near.
+    RestartNow,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,17 +259,24 @@ impl WalKeeper {
             } else {
                 0
             };
+            // What the last tick added (after a restart the WAL counts from its start again).
+            let grown = (c.frames - last_frames).max(0).min(c.frames) as u64 * self.frame_bytes;
             last_frames = c.frames;
             let mut used = c.frames as u64 * self.frame_bytes;
             let quiet = c.frames > 0 && c.copied == c.frames && quiet_ticks >= QUIET_TICKS;
-            let due = used >= self.limit.restart_at() && restarted_at != Some(c.frames);
-            if (due && Instant::now() >= next_try) || quiet {
+            let plan = self.limit.plan(used, grown);
+            let due = plan != Plan::Wait && restarted_at != Some(c.frames);
+            // A restart that readers put off waits a growing pause, but never once the WAL
+            // could pass half its bound before the next tick.
+            if (due && (plan == Plan::RestartNow || Instant::now() >= next_try)) || quiet {
                 // In a quiet moment no commit would start the WAL over: empty it instead.
                 let mode = if quiet { Mode::Truncate } else { Mode::Restart };
                 if self.restart(mode).await {
                     // Nothing of it is in use any more: the next commit starts it over.
                     used = 0;
                     restarted_at = Some(c.frames);
+                    // The next tick's frames are counted from the WAL's start.
+                    last_frames = 0;
                     retry_pause = TICK;
                     quiet_ticks = 0;
                 } else {
@@ -364,6 +399,19 @@ mod tests {
         let tiny = WalLimit::from_mb(0);
         assert!(tiny.restart_at() < tiny.kept_after_restart());
         assert!(tiny.kept_after_restart() < tiny.bound);
+    }
+
+    #[test]
+    fn a_fast_growing_wal_is_restarted_a_tick_early_and_near_its_bound_at_once() {
+        let limit = WalLimit::from_mb(16);
+        let mb = 1024 * 1024;
+        assert_eq!(limit.plan(mb, mb), Plan::Wait);
+        // Past the restart mark (4 MiB) now or by the next tick.
+        assert_eq!(limit.plan(4 * mb, 0), Plan::Restart);
+        assert_eq!(limit.plan(2 * mb, 3 * mb), Plan::Restart);
+        // Past half the bound by the next tick: no pause for readers any more.
+        assert_eq!(limit.plan(5 * mb, 3 * mb), Plan::RestartNow);
+        assert_eq!(limit.plan(20 * mb, 0), Plan::RestartNow);
     }
 
     #[test]
