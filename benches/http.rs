@@ -1095,7 +1095,7 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     if let Some(profiler) = profiler {
         profiler.finish();
     }
-    let mut note = String::new();
+    let mut note = commit_cycle(&server.addr).await;
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = reader_thread {
         let polls = t.join().expect("readers");
@@ -1162,6 +1162,46 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
     );
     server.stop();
     Outcome { load, note }
+}
+
+/// The ingest writer's cycle over the run, from the server's `/metrics`: events per commit,
+/// how long a commit took and how long the writer waited for the write gate before it.
+async fn commit_cycle(addr: &str) -> String {
+    let Ok(answer) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return String::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mean = |metric: &str| {
+        let count = value(&format!("{metric}_count "));
+        (count > 0.0).then(|| value(&format!("{metric}_sum ")) / count)
+    };
+    match (
+        mean("gc_status_ingest_batch_events"),
+        mean("gc_status_ingest_commit_seconds"),
+        mean("gc_status_ingest_gate_wait_seconds"),
+    ) {
+        (Some(events), Some(commit), Some(wait)) => {
+            let applied = match mean("gc_status_inline_apply_seconds") {
+                Some(apply) => format!(
+                    ", {:.0} rounds of inline verdicts in {:.1} ms",
+                    value("gc_status_inline_apply_seconds_count "),
+                    apply * 1e3
+                ),
+                None => String::new(),
+            };
+            format!(
+                "commits of {events:.0} events in {:.1} ms after {:.1} ms at the gate{applied}; ",
+                commit * 1e3,
+                wait * 1e3
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// The ceiling for any receiver on this machine: axum doing only what none can skip (the

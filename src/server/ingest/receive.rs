@@ -190,7 +190,7 @@ async fn dead_on_arrival(
             processed: Some(verdict()),
         })
         .await?;
-    // With inline processing the writer files the letter in the commit that stores it;
+    // With inline processing the writer files the letter with the verdicts it applies;
     // otherwise it is filed here (the workers would only take the event after a grace).
     if state.inline.is_none() && receipt.stored == Stored::New {
         let now = now_ms();

@@ -387,7 +387,7 @@ mod tests {
                 processed: None,
             })
             .collect();
-        writer.commit_batch(&events, None).await.expect("store");
+        writer.commit_batch(&events).await.expect("store");
         let verdicts: Vec<_> = ids
             .iter()
             .map(|id| {

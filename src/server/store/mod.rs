@@ -211,16 +211,28 @@ pub enum WriterConn {
 }
 
 impl WriterConn {
-    /// Stores `events` in one transaction (applying their verdicts with `apply`) and returns a
-    /// receipt for each.
-    pub(crate) async fn commit_batch(
-        &mut self,
-        events: &[NewEvent],
-        apply: Option<writer::Apply>,
-    ) -> sqlx::Result<(Vec<Receipt>, records::InlineApplied)> {
+    /// Stores `events` in one transaction and returns a receipt for each.
+    pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         match self {
-            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events, apply).await,
-            WriterConn::Postgres(writer) => writer.commit_batch(events, apply).await,
+            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
+            WriterConn::Postgres(writer) => writer.commit_batch(events).await,
+        }
+    }
+
+    /// Finishes committed events with their inline verdicts, in one transaction of their own.
+    pub(crate) async fn apply_verdicts(
+        &mut self,
+        verdicts: &writer::InlineBatch,
+        apply: writer::Apply,
+    ) -> sqlx::Result<records::InlineApplied> {
+        match self {
+            WriterConn::Sqlite(conn) => {
+                let mut tx = sqlx::Connection::begin(conn).await?;
+                let applied = writer::apply_held(&mut *tx, verdicts, apply).await?;
+                tx.commit().await?;
+                Ok(applied)
+            }
+            WriterConn::Postgres(writer) => writer.apply_verdicts(verdicts, apply).await,
         }
     }
 

@@ -1,8 +1,9 @@
 //! The inline applier (PostgreSQL): finishes events that were processed as they arrived, in
 //! transactions of its own beside the ingest writer's.
 //!
-//! On SQLite the writer applies the verdicts in the batch's own transaction (one writer at a
-//! time there, so a second transaction only waits for the first). PostgreSQL runs writers side
+//! On SQLite the writer applies the verdicts itself, held and coalesced between its batches
+//! (one writer at a time there: a task of its own would only wait for the write gate, as it
+//! did when profiled). PostgreSQL runs writers side
 //! by side: there the writer commits the events, answers the senders and hands the verdicts
 //! here, and this task applies them in one short transaction per round — coalescing whatever
 //! queued up meanwhile — with `synchronous_commit=off` (losing the last of them to a crash only

@@ -11,7 +11,8 @@ use sqlx::{PgConnection, PgPool};
 use super::{pg_text, WORK_CHANNEL};
 use crate::server::store::records::InlineApplied;
 use crate::server::store::writer::{
-    any_for_workers, first_due, store_batch, Apply, BatchRows, NewEvent, Receipt,
+    any_for_workers, apply_held, first_due, insert_batch, Apply, BatchRows, InlineBatch, NewEvent,
+    Receipt,
 };
 
 /// The other replicas hear of new work at most this often: under load their workers are busy
@@ -33,11 +34,7 @@ impl PgWriter {
     }
 
     /// Stores `events` in one transaction and returns a receipt for each.
-    pub(crate) async fn commit_batch(
-        &mut self,
-        events: &[NewEvent],
-        apply: Option<Apply>,
-    ) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
+    pub async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         // Text columns cannot hold NUL: such ids and types are stored with U+FFFD instead
         // (rare: copy only then).
         let cleaned: Vec<NewEvent>;
@@ -56,7 +53,7 @@ impl PgWriter {
         // of answering its webhooks 503.
         let mut attempt = 1;
         loop {
-            match self.try_commit(events, apply).await {
+            match self.try_commit(events).await {
                 Err(err) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&err) => {
                     tracing::debug!(attempt, "a batch met another replica's; committing again");
                     attempt += 1;
@@ -67,13 +64,9 @@ impl PgWriter {
     }
 
     /// [`PgWriter::commit_batch`]'s one attempt.
-    async fn try_commit(
-        &mut self,
-        events: &[NewEvent],
-        apply: Option<Apply>,
-    ) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
+    async fn try_commit(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         let mut tx = self.pool.begin().await?;
-        let stored = store_batch(&mut *tx, events, apply).await?;
+        let receipts = insert_batch(&mut *tx, events).await?;
         let due = self
             .last_notify
             .is_none_or(|at| at.elapsed() >= NOTIFY_EVERY);
@@ -86,7 +79,19 @@ impl PgWriter {
             self.last_notify = Some(Instant::now());
         }
         tx.commit().await?;
-        Ok(stored)
+        Ok(receipts)
+    }
+
+    /// See [`crate::server::store::WriterConn::apply_verdicts`].
+    pub(crate) async fn apply_verdicts(
+        &mut self,
+        verdicts: &InlineBatch,
+        apply: Apply,
+    ) -> sqlx::Result<InlineApplied> {
+        let mut tx = self.pool.begin().await?;
+        let applied = apply_held(&mut *tx, verdicts, apply).await?;
+        tx.commit().await?;
+        Ok(applied)
     }
 
     pub async fn close(self) -> sqlx::Result<()> {

@@ -5,10 +5,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::server::store::{
-    records::InlineApplied,
-    writer::{first_due, store_batch, Apply, BatchRows, NewEvent, Receipt},
-};
+use crate::server::store::writer::{first_due, insert_batch, BatchRows, NewEvent, Receipt};
 
 /// Rows per INSERT statement: 5 parameters each, well under SQLite's 32,766 limit.
 const ROWS_PER_STATEMENT: usize = 256;
@@ -17,12 +14,11 @@ const ROWS_PER_STATEMENT: usize = 256;
 pub async fn commit_batch(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
-    apply: Option<Apply>,
-) -> sqlx::Result<(Vec<Receipt>, InlineApplied)> {
+) -> sqlx::Result<Vec<Receipt>> {
     let mut tx = conn.begin().await?;
-    let stored = store_batch(&mut *tx, events, apply).await?;
+    let receipts = insert_batch(&mut *tx, events).await?;
     tx.commit().await?;
-    Ok(stored)
+    Ok(receipts)
 }
 
 impl BatchRows for SqliteConnection {

@@ -92,6 +92,13 @@ fn connect_options(
         // SQLite spills that journal to a temporary file: profiled under load, the writer
         // wrote as many pages there as into the WAL. Kept in memory, it costs a memcpy.
         .pragma("temp_store", "memory")
+        // Reads of the first 64 MiB of the file go straight to the OS's page cache instead of
+        // being copied into SQLite's own: with random ids every insert and every verdict
+        // lands on a different B-tree page, and measured with such webhooks (`real-shipped`)
+        // this made ingestion about a fifth faster. The mapped pages are the OS's cache,
+        // shared and reclaimable, but they count in the process's RSS: 64 MiB keeps it near
+        // 110 MiB under load.
+        .pragma("mmap_size", "67108864")
         // When the WAL restarts (see `WalKeeper`), its file is cut back to this instead of
         // keeping its largest size for ever.
         .pragma(
