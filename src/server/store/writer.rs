@@ -207,11 +207,16 @@ impl IngestWriter {
             bytes: Arc::new(Semaphore::new(budget)),
             timeout: settings.timeout,
         };
-        // The writer runs on a thread of its own. Each statement of a commit is a round trip to
-        // the database's thread, which wakes the writer from outside the runtime; on the shared
-        // runtime that wake-up waited in the global queue behind every connection's task
-        // (profiled: about a millisecond per statement under load, most of a commit's time).
-        // Alone on its thread, the writer runs the moment its answer is there.
+        // On SQLite the writer runs on a thread of its own. Each statement of a commit is a
+        // round trip to the database's thread, which wakes the writer from outside the
+        // runtime; on the shared runtime that wake-up waited in the global queue behind every
+        // connection's task (profiled: about a millisecond per statement under load, most of a
+        // commit's time). Alone on its thread, the writer runs the moment its answer is there.
+        // PostgreSQL's connections are sockets of the shared runtime's reactor, pooled with
+        // everyone else's: its writer stays on that runtime.
+        if matches!(conn, WriterConn::Postgres(_)) {
+            return (writer, tokio::spawn(run(conn, rx, settings)));
+        }
         let (finished, done) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("gc-status-writer".into())
