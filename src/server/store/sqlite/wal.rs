@@ -260,7 +260,7 @@ impl WalKeeper {
                 0
             };
             // What the last tick added (after a restart the WAL counts from its start again).
-            let grown = (c.frames - last_frames).max(0).min(c.frames) as u64 * self.frame_bytes;
+            let grown = (c.frames - last_frames).max(0) as u64 * self.frame_bytes;
             last_frames = c.frames;
             let mut used = c.frames as u64 * self.frame_bytes;
             let quiet = c.frames > 0 && c.copied == c.frames && quiet_ticks >= QUIET_TICKS;
