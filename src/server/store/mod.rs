@@ -86,7 +86,6 @@ mod postgres;
 pub mod records;
 mod sqlite;
 mod stats;
-mod wal_sync;
 mod work;
 pub mod writer;
 
@@ -241,7 +240,7 @@ impl WriterConn {
 
     /// The WAL file to sync after each commit before answering its senders, when the
     /// connection's commits do not sync it themselves (SQLite on a file: see
-    /// `wal_sync`).
+    /// `sqlite::wal_sync`).
     pub(crate) fn wal_to_sync(&self) -> Option<&std::path::Path> {
         match self {
             WriterConn::Sqlite(writer) => writer.wal.as_deref(),

@@ -6,7 +6,7 @@
 //! thousands of webhooks a second while still never answering 2xx before the row is on disk.
 //! On SQLite that fsync is not even part of the commit: a thread of its own syncs the WAL
 //! after it and only then are the senders answered, while the writer commits the next batch
-//! (see `wal_sync`).
+//! (see `sqlite::wal_sync`).
 //!
 //! Events processed as they arrived (inline processing: the webhook handler interprets each
 //! one, in parallel, outside any lock) are finished by the writer too, marked done with their
@@ -37,8 +37,8 @@ use tokio::{
 };
 
 use super::{
-    records::InlineApplied, retry_reason, wal_sync::WalSync, work::apply_verdicts, Statements,
-    WriteGate, WriterConn,
+    records::InlineApplied, retry_reason, sqlite::wal_sync::WalSync, work::apply_verdicts,
+    Statements, WriteGate, WriterConn,
 };
 use crate::server::{
     domain::{now_ms, Effect, ProcessError},

@@ -7,6 +7,7 @@ pub(super) mod ingest;
 mod portal;
 mod stats;
 mod wal;
+pub(super) mod wal_sync;
 mod work;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -76,7 +77,7 @@ impl std::ops::DerefMut for Writing<'_> {
 ///
 /// WAL lets readers run beside the single writer; `synchronous=FULL` makes a commit durable
 /// across power loss, which is what "acknowledged" promises. (The ingest writer gets the same
-/// durability by syncing the WAL itself, outside the write gate: see [`super::wal_sync`].)
+/// durability by syncing the WAL itself, outside the write gate: see [`wal_sync`].)
 fn connect_options(
     database_url: &str,
     busy_timeout: Duration,
@@ -113,7 +114,7 @@ fn connect_options(
 pub struct SqliteWriter {
     pub(super) conn: SqliteConnection,
     /// `Some`: the connection commits without syncing (`synchronous=NORMAL`) and a commit is
-    /// durable only once this file is synced (see [`super::wal_sync`]).
+    /// durable only once this file is synced (see [`wal_sync`]).
     pub(super) wal: Option<std::path::PathBuf>,
 }
 
@@ -183,7 +184,7 @@ pub async fn open_with(
     // The writer's commits skip SQLite's fsync: its senders are answered only once
     // `wal_sync` has synced the WAL after the commit, outside the write gate. (An in-memory
     // database has nothing to sync.)
-    let wal = (file != Path::new(":memory:")).then(|| super::wal_sync::wal_file(file));
+    let wal = (file != Path::new(":memory:")).then(|| wal_sync::wal_file(file));
     let synchronous = if wal.is_some() {
         SqliteSynchronous::Normal
     } else {

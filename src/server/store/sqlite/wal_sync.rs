@@ -1,4 +1,4 @@
-//! Durable acknowledgements without an fsync inside the write gate (SQLite).
+//! Durable acknowledgements without an fsync inside the write gate.
 //!
 //! The ingest writer commits with `synchronous=NORMAL`: SQLite appends the batch's frames to
 //! the WAL and returns without syncing it. This thread then syncs the WAL file
