@@ -1194,13 +1194,8 @@ async fn commit_cycle(addr: &str) -> String {
                 ),
                 None => String::new(),
             };
-            // SQLite: the WAL's fsync, after the commit and outside the gate.
-            let synced = match mean("gc_status_ingest_sync_seconds") {
-                Some(sync) => format!(", the WAL synced in {:.1} ms", sync * 1e3),
-                None => String::new(),
-            };
             format!(
-                "commits of {events:.0} events in {:.1} ms after {:.1} ms at the gate{synced}{applied}; ",
+                "commits of {events:.0} events in {:.1} ms after {:.1} ms at the gate{applied}; ",
                 commit * 1e3,
                 wait * 1e3
             )

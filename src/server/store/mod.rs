@@ -206,7 +206,7 @@ pub enum Db {
 
 /// The ingest writer's own connection (see [`writer`]).
 pub enum WriterConn {
-    Sqlite(sqlite::SqliteWriter),
+    Sqlite(sqlx::SqliteConnection),
     Postgres(postgres::PgWriter),
 }
 
@@ -214,9 +214,7 @@ impl WriterConn {
     /// Stores `events` in one transaction and returns a receipt for each.
     pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         match self {
-            WriterConn::Sqlite(writer) => {
-                sqlite::ingest::commit_batch(&mut writer.conn, events).await
-            }
+            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
             WriterConn::Postgres(writer) => writer.commit_batch(events).await,
         }
     }
@@ -228,8 +226,8 @@ impl WriterConn {
         apply: writer::Apply,
     ) -> sqlx::Result<records::InlineApplied> {
         match self {
-            WriterConn::Sqlite(writer) => {
-                let mut tx = sqlx::Connection::begin(&mut writer.conn).await?;
+            WriterConn::Sqlite(conn) => {
+                let mut tx = sqlx::Connection::begin(conn).await?;
                 let applied = writer::apply_held(&mut *tx, verdicts, apply).await?;
                 tx.commit().await?;
                 Ok(applied)
@@ -238,19 +236,9 @@ impl WriterConn {
         }
     }
 
-    /// The WAL file to sync after each commit before answering its senders, when the
-    /// connection's commits do not sync it themselves (SQLite on a file: see
-    /// `sqlite::wal_sync`).
-    pub(crate) fn wal_to_sync(&self) -> Option<&std::path::Path> {
-        match self {
-            WriterConn::Sqlite(writer) => writer.wal.as_deref(),
-            WriterConn::Postgres(_) => None,
-        }
-    }
-
     pub(crate) async fn close(self) {
         let closed = match self {
-            WriterConn::Sqlite(writer) => sqlx::Connection::close(writer.conn).await,
+            WriterConn::Sqlite(conn) => sqlx::Connection::close(conn).await,
             WriterConn::Postgres(writer) => writer.close().await,
         };
         if let Err(err) = closed {
@@ -329,14 +317,14 @@ pub async fn open_with(
 ) -> anyhow::Result<(Db, WriterConn)> {
     match Backend::of(database_url)? {
         Backend::Sqlite => {
-            let (db, writer) = sqlite::open_with(
+            let (db, conn) = sqlite::open_with(
                 database_url,
                 options.busy_timeout,
                 options.max_bytes,
                 options.wal_limit,
             )
             .await?;
-            Ok((Db::Sqlite(db), WriterConn::Sqlite(writer)))
+            Ok((Db::Sqlite(db), WriterConn::Sqlite(conn)))
         }
         Backend::Postgres => {
             let (db, writer) = postgres::open(database_url, options).await?;

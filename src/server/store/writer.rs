@@ -1,12 +1,10 @@
 //! Group commit: one task owns the write connection and commits every webhook waiting at that
 //! moment in a single transaction, then answers each one.
 //!
-//! A durable commit costs an fsync whether it carries one row or a thousand, so batching
-//! whatever queued up during the previous commit is what lets gc-status acknowledge tens of
-//! thousands of webhooks a second while still never answering 2xx before the row is on disk.
-//! On SQLite that fsync is not even part of the commit: a thread of its own syncs the WAL
-//! after it and only then are the senders answered, while the writer commits the next batch
-//! (see `sqlite::wal_sync`).
+//! A durable commit (`synchronous=FULL`) costs an fsync whether it carries one row or a
+//! thousand, so batching whatever queued up during the previous commit is what lets gc-status
+//! acknowledge tens of thousands of webhooks a second while still never answering 2xx before
+//! the row is on disk.
 //!
 //! Events processed as they arrived (inline processing: the webhook handler interprets each
 //! one, in parallel, outside any lock) are finished by the writer too, marked done with their
@@ -37,8 +35,7 @@ use tokio::{
 };
 
 use super::{
-    records::InlineApplied, retry_reason, sqlite::wal_sync::WalSync, work::apply_verdicts,
-    Statements, WriteGate, WriterConn,
+    records::InlineApplied, retry_reason, work::apply_verdicts, Statements, WriteGate, WriterConn,
 };
 use crate::server::{
     domain::{now_ms, Effect, ProcessError},
@@ -274,18 +271,6 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
     let identity = settings.file.as_deref().and_then(file_identity);
     let mut batch = Vec::with_capacity(max_batch);
     let mut held = Held::default();
-    let sync = match conn.wal_to_sync() {
-        Some(wal) => match WalSync::spawn(wal.to_owned(), answer_synced(settings.health.clone())) {
-            Ok(sync) => Some(sync),
-            Err(err) => {
-                // Without it no commit could be acknowledged: like a writer that cannot start,
-                // refuse (every webhook is answered 503 and retried).
-                tracing::error!(error = %err, "the WAL's sync thread could not start");
-                return;
-            }
-        },
-        None => None,
-    };
     loop {
         // `recv_many` waits for one submission, then takes every one already queued: the
         // batch grows by itself exactly when load does. Held verdicts are applied once no
@@ -354,6 +339,7 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
         metrics::histogram!("gc_status_ingest_batch_events").record(events.len() as f64);
         match outcome {
             Ok(stored) => {
+                settings.health.recover("storage");
                 let mut for_workers = 0;
                 let mut verdicts = InlineBatch::new();
                 for (event, receipt) in events.into_iter().zip(&stored) {
@@ -372,13 +358,9 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
                 if for_workers > 0 {
                     settings.committed.notify_one();
                 }
-                match &sync {
-                    // Answered once the WAL is synced, while the next batch commits.
-                    Some(sync) => sync.after_commit((replies, stored)),
-                    None => {
-                        settings.health.recover("storage");
-                        answer(replies, stored, Ok(()));
-                    }
+                for (reply, result) in replies.into_iter().zip(stored) {
+                    // The requester may have timed out; its sender will retry and dedupe.
+                    let _ = reply.send(Ok(result));
                 }
                 match settings.inline.as_ref().and_then(|i| i.apart.as_ref()) {
                     // A full applier queue is no loss: the workers take these events once
@@ -417,37 +399,7 @@ async fn run(mut conn: WriterConn, mut rx: mpsc::Receiver<Queued>, settings: Wri
     if !held.verdicts.is_empty() {
         held.apply(&mut conn, &settings).await;
     }
-    if let Some(sync) = sync {
-        sync.finish();
-    }
     conn.close().await;
-}
-
-/// Answers a committed batch's senders: with their receipts once the commit is durable, or
-/// with why it may not be.
-fn answer(replies: Vec<Reply>, receipts: Vec<Receipt>, durable: Result<(), &'static str>) {
-    for (reply, receipt) in replies.into_iter().zip(receipts) {
-        // The requester may have timed out; its sender will retry and dedupe.
-        let _ = reply.send(durable.map(|()| receipt).map_err(StoreError::Unavailable));
-    }
-}
-
-/// A committed batch's senders and their receipts, waiting for the WAL's sync.
-type Unsynced = (Vec<Reply>, Vec<Receipt>);
-
-/// What the WAL's sync thread does with the batches a sync covered.
-fn answer_synced(
-    health: Health,
-) -> impl FnMut(Vec<Unsynced>, Result<(), &'static str>) + Send + 'static {
-    move |batches, durable| {
-        match durable {
-            Ok(()) => health.recover("storage"),
-            Err(reason) => health.fail("storage", reason),
-        }
-        for (replies, receipts) in batches {
-            answer(replies, receipts, durable);
-        }
-    }
 }
 
 /// Verdicts of committed events that the writer has yet to apply (see the module doc).

@@ -7,7 +7,6 @@ pub(super) mod ingest;
 mod portal;
 mod stats;
 mod wal;
-pub(super) mod wal_sync;
 mod work;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -76,8 +75,7 @@ impl std::ops::DerefMut for Writing<'_> {
 /// Connection settings shared by the pool and the writer.
 ///
 /// WAL lets readers run beside the single writer; `synchronous=FULL` makes a commit durable
-/// across power loss, which is what "acknowledged" promises. (The ingest writer gets the same
-/// durability by syncing the WAL itself, outside the write gate: see [`wal_sync`].)
+/// across power loss, which is what "acknowledged" promises.
 fn connect_options(
     database_url: &str,
     busy_timeout: Duration,
@@ -110,14 +108,6 @@ fn connect_options(
     Ok(options)
 }
 
-/// The ingest writer's connection, and the WAL file it must sync before answering.
-pub struct SqliteWriter {
-    pub(super) conn: SqliteConnection,
-    /// `Some`: the connection commits without syncing (`synchronous=NORMAL`) and a commit is
-    /// durable only once this file is synced (see [`wal_sync`]).
-    pub(super) wal: Option<std::path::PathBuf>,
-}
-
 /// Why a SQLite error means "try again later" (see [`super::retry_reason`]).
 pub(super) fn retry_reason(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
     // SQLite reports extended result codes; the primary code is the low byte.
@@ -148,7 +138,7 @@ pub async fn open_with(
     busy_timeout: Duration,
     max_bytes: Option<u64>,
     wal_limit: WalLimit,
-) -> anyhow::Result<(SqliteDb, SqliteWriter)> {
+) -> anyhow::Result<(SqliteDb, SqliteConnection)> {
     let mut options = connect_options(database_url, busy_timeout, wal_limit)?;
     if let Some(max_bytes) = max_bytes {
         // SQLite's default page size; the limit is in pages and per connection.
@@ -181,23 +171,12 @@ pub async fn open_with(
         .run(&pool)
         .await
         .context("cannot apply database migrations")?;
-    // The writer's commits skip SQLite's fsync: its senders are answered only once
-    // `wal_sync` has synced the WAL after the commit, outside the write gate. (An in-memory
-    // database has nothing to sync.)
-    let wal = (file != Path::new(":memory:")).then(|| wal_sync::wal_file(file));
-    let synchronous = if wal.is_some() {
-        SqliteSynchronous::Normal
-    } else {
-        SqliteSynchronous::Full
-    };
-    let conn = options
+    let writer = options
         .clone()
-        .synchronous(synchronous)
         .pragma("wal_autocheckpoint", "0")
         .connect()
         .await
         .with_context(|| format!("cannot open the database {} for writing", file.display()))?;
-    let writer = SqliteWriter { conn, wal };
     let db = SqliteDb {
         pool,
         write_gate: WriteGate::default(),
