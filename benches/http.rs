@@ -14,7 +14,9 @@
 //!   stops, and the run fails, if they run out). As shipped; ingestion alone; as shipped with
 //!   `Connection: close` on every request (how Amazon EventBridge API destinations send: a
 //!   TCP connection per request); as shipped on PostgreSQL with one replica; and the ceiling,
-//!   axum doing only the HMAC check and the JSON parse, storing nothing, in the same run;
+//!   axum doing only the HMAC check and the JSON parse, storing nothing, in the same run
+//!   (`real-hmac-only-close`: the same with a connection per request, the ceiling of
+//!   `real-close`);
 //! - `workers-off`: ingestion alone (`GC_STATUS_WORKERS=0`), every event new: the baseline;
 //! - `shipped-mixed`: as shipped, 75% `conversation:updated` for new conversations in 20
 //!   queues and 25% unknown types that end as dead letters; reports the backlog at the end
@@ -1012,7 +1014,8 @@ async fn scenario(name: &str, duration: Duration, minutes: u64) -> Outcome {
         ),
         "shipped-mixed" | "shipped-forwarding" => (Workload::Mixed, vec![], 0, false, None),
         "real-shipped" | "real-close" => (Workload::Genesys, vec![], 0, false, None),
-        "real-hmac-only" => return hmac_only(dir.path(), duration).await,
+        "real-hmac-only" => return hmac_only(dir.path(), duration, Connections::KeepAlive).await,
+        "real-hmac-only-close" => return hmac_only(dir.path(), duration, Connections::Close).await,
         "real-postgres-1" => return on_postgres(dir.path(), duration, 1, Workload::Genesys).await,
         "stored-1m" => (
             Workload::Updates,
@@ -1207,7 +1210,7 @@ async fn commit_cycle(addr: &str) -> String {
 /// The ceiling for any receiver on this machine: axum doing only what none can skip (the
 /// HMAC check and the JSON parse), storing nothing, with the same requests and the same wrk
 /// in the same run.
-async fn hmac_only(dir: &Path, duration: Duration) -> Outcome {
+async fn hmac_only(dir: &Path, duration: Duration, how: Connections) -> Outcome {
     use axum::{http::HeaderMap, http::StatusCode, routing::post};
     async fn accept(headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, &'static str) {
         let signed = headers
@@ -1250,12 +1253,18 @@ async fn hmac_only(dir: &Path, duration: Duration) -> Outcome {
                 .expect("serve");
         });
     });
-    let load = run_wrk(&addr, &requests, duration, dir, Connections::KeepAlive);
+    let load = run_wrk(&addr, &requests, duration, dir, how);
     let _ = stop.send(());
     server.join().expect("the baseline server");
     Outcome {
         load,
-        note: "HMAC check + JSON parse only, nothing stored".to_owned(),
+        note: match how {
+            Connections::KeepAlive => "HMAC check + JSON parse only, nothing stored",
+            Connections::Close => {
+                "HMAC check + JSON parse only, nothing stored; a connection per request"
+            }
+        }
+        .to_owned(),
     }
 }
 

@@ -206,7 +206,7 @@ pub enum Db {
 
 /// The ingest writer's own connection (see [`writer`]).
 pub enum WriterConn {
-    Sqlite(sqlx::SqliteConnection),
+    Sqlite(sqlite::ingest::SqliteWriter),
     Postgres(postgres::PgWriter),
 }
 
@@ -214,7 +214,7 @@ impl WriterConn {
     /// Stores `events` in one transaction and returns a receipt for each.
     pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         match self {
-            WriterConn::Sqlite(conn) => sqlite::ingest::commit_batch(conn, events).await,
+            WriterConn::Sqlite(writer) => writer.commit_batch(events).await,
             WriterConn::Postgres(writer) => writer.commit_batch(events).await,
         }
     }
@@ -226,19 +226,14 @@ impl WriterConn {
         apply: writer::Apply,
     ) -> sqlx::Result<records::InlineApplied> {
         match self {
-            WriterConn::Sqlite(conn) => {
-                let mut tx = sqlx::Connection::begin(conn).await?;
-                let applied = writer::apply_held(&mut *tx, verdicts, apply).await?;
-                tx.commit().await?;
-                Ok(applied)
-            }
+            WriterConn::Sqlite(writer) => writer.apply_verdicts(verdicts, apply).await,
             WriterConn::Postgres(writer) => writer.apply_verdicts(verdicts, apply).await,
         }
     }
 
     pub(crate) async fn close(self) {
         let closed = match self {
-            WriterConn::Sqlite(conn) => sqlx::Connection::close(conn).await,
+            WriterConn::Sqlite(writer) => writer.close().await,
             WriterConn::Postgres(writer) => writer.close().await,
         };
         if let Err(err) = closed {
@@ -324,7 +319,10 @@ pub async fn open_with(
                 options.wal_limit,
             )
             .await?;
-            Ok((Db::Sqlite(db), WriterConn::Sqlite(conn)))
+            Ok((
+                Db::Sqlite(db),
+                WriterConn::Sqlite(sqlite::ingest::SqliteWriter::new(conn)),
+            ))
         }
         Backend::Postgres => {
             let (db, writer) = postgres::open(database_url, options).await?;

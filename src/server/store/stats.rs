@@ -201,6 +201,8 @@ macro_rules! shared_stats_statements {
             open_before: i64,
             limit: i64,
         ) -> sqlx::Result<u64> {
+            // On SQLite each side of the OR has a partial index of its own; the second's
+            // expression is `conversations_open_since`'s, and must stay word for word so.
             let done = sqlx::query(concat!(
                 "DELETE FROM conversations WHERE (queue_id, conversation_id) IN (
                      SELECT queue_id, conversation_id FROM conversations
@@ -561,6 +563,54 @@ mod tests {
         let rows = read_conn!(db, |conn| conn.fresh_observations(0).await).expect("read");
         assert_eq!(rows.len(), 1);
         serde_json::from_str(&rows[0].2).expect("JSON figures")
+    }
+
+    fn conversation(id: &str, queued: i64, answered: Option<i64>, ended: Option<i64>) -> Effect {
+        Effect::Conversation(crate::server::domain::ConversationUpdate {
+            queue_id: Some("q".into()),
+            conversation_id: id.into(),
+            queue_name: None,
+            media_type: Some("voice".into()),
+            queued_at: Some(queued),
+            answered_at: answered,
+            ended_at: ended,
+            outcome: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn pruning_forgets_conversations_ended_or_silent_before_the_cutoffs_and_keeps_the_rest() {
+        let (_store, db, _writer) = test_store().await;
+        let effects = [
+            conversation("ended-long-ago", 100, Some(200), Some(300)),
+            conversation("ended-lately", 100, Some(200), Some(5_000)),
+            conversation("open-and-silent", 100, None, None),
+            conversation("answered-lately", 100, Some(5_000), None),
+            conversation("queued-lately", 5_000, None, None),
+        ];
+        write_tx!(&db, |tx| apply_effects(tx, &effects).await).expect("apply");
+        let pruned = db
+            .prune_conversations(1_000, 1_000, 100)
+            .await
+            .expect("prune");
+        assert_eq!(pruned, 2);
+        let all: Vec<String> = [
+            "ended-long-ago",
+            "ended-lately",
+            "open-and-silent",
+            "answered-lately",
+            "queued-lately",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut left: Vec<String> = db
+            .placed_conversations(&all)
+            .await
+            .expect("read")
+            .into_iter()
+            .collect();
+        left.sort();
+        assert_eq!(left, ["answered-lately", "ended-lately", "queued-lately"]);
     }
 
     #[tokio::test]

@@ -658,10 +658,11 @@ pub(crate) fn derived_id(event: &NewEvent, level: u8) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(id: &str) -> NewEvent {
+    /// A small event for the workers, stored under `id`.
+    pub(crate) fn event(id: &str) -> NewEvent {
         NewEvent {
             id: id.to_owned(),
             event_type: "test".to_owned(),
