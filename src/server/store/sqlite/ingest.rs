@@ -63,8 +63,11 @@ impl SqliteWriter {
         apply: Apply,
     ) -> sqlx::Result<InlineApplied> {
         self.relaxed = true;
-        self.conn.execute("PRAGMA synchronous = NORMAL").await?;
-        let mut tx = self.conn.begin().await?;
+        // One round trip to the database's thread for both.
+        let mut tx = self
+            .conn
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN")
+            .await?;
         let applied = apply_held(&mut *tx, verdicts, apply).await?;
         tx.commit().await?;
         self.conn.execute("PRAGMA synchronous = FULL").await?;
