@@ -533,13 +533,20 @@ async fn keep_posting(
     while std::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
         largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-        let ready = client
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .map_or(0, |r| r.status().as_u16());
-        if ready != 200 {
-            not_ready += 1;
+        match client.get(format!("http://{addr}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => {
+                not_ready += 1;
+                eprintln!(
+                    "/readyz answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Err(err) => {
+                not_ready += 1;
+                eprintln!("/readyz did not answer: {err}");
+            }
         }
     }
     let mut acks = Vec::new();

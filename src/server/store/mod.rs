@@ -117,6 +117,8 @@ pub(crate) trait Dialect {
     /// A list of event seqs bound as one parameter.
     type Seqs;
     fn seqs(seqs: &[i64]) -> Self::Seqs;
+    /// Whether writers lock rows (and may deadlock over them), or the whole database.
+    const LOCKS_ROWS: bool;
 }
 
 impl Dialect for sqlx::SqliteConnection {
@@ -136,6 +138,7 @@ impl Dialect for sqlx::SqliteConnection {
     fn seqs(seqs: &[i64]) -> String {
         serde_json::json!(seqs).to_string()
     }
+    const LOCKS_ROWS: bool = false;
 }
 
 impl Dialect for sqlx::PgConnection {
@@ -160,6 +163,7 @@ impl Dialect for sqlx::PgConnection {
     fn seqs(seqs: &[i64]) -> Vec<i64> {
         seqs.to_vec()
     }
+    const LOCKS_ROWS: bool = true;
 }
 
 /// Every statement an intent may run: what each backend's connection type implements.

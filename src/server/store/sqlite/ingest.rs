@@ -27,11 +27,16 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// webhook: the next ingest commit's fsync covers the round's pages too, and until then the
 /// round's events are still pending in the durable state, so the workers process them
 /// (the statistics' merges are idempotent).
+///
+/// Every statement is a round trip to the connection's thread, and under load each cost
+/// about a quarter of a millisecond of the writer's serial cycle (measured: `BEGIN` alone
+/// took 0.27 ms of a 1.9 ms commit), so the writer spends as few as it can: a batch that
+/// fits one `INSERT` is that statement alone, committed by itself; a round sets `NORMAL` in
+/// the statement that begins it, and the next webhook commit sets `FULL` back.
 pub struct SqliteWriter {
     conn: SqliteConnection,
-    /// Whether the connection is (or may still be) set to commit without an fsync: a round
-    /// that failed half-way may have left it so, and no webhook is committed until it is
-    /// set back.
+    /// Whether the connection commits without an fsync (after a round of verdicts): no
+    /// webhook is committed until it is set back.
     relaxed: bool,
 }
 
@@ -43,11 +48,20 @@ impl SqliteWriter {
         }
     }
 
-    /// Stores `events` in one durable transaction (one fsync, see `writer`).
+    /// Stores `events` durably (one fsync for the batch, see `writer`).
+    ///
+    /// A batch that fits one statement is inserted without `BEGIN`/`COMMIT`: the statement is
+    /// its own transaction. Should the batch need more (an id taken by another body, see
+    /// [`insert_batch`]), each further statement commits by itself as well; nobody is
+    /// answered before all have, and a sender answered 503 after a partial batch redelivers,
+    /// which stores the rest and finds the others stored.
     pub(crate) async fn commit_batch(&mut self, events: &[NewEvent]) -> sqlx::Result<Vec<Receipt>> {
         if self.relaxed {
             self.conn.execute("PRAGMA synchronous = FULL").await?;
             self.relaxed = false;
+        }
+        if events.len() <= ROWS_PER_STATEMENT {
+            return insert_batch(&mut self.conn, events).await;
         }
         let mut tx = self.conn.begin().await?;
         let receipts = insert_batch(&mut *tx, events).await?;
@@ -70,8 +84,6 @@ impl SqliteWriter {
             .await?;
         let applied = apply_held(&mut *tx, verdicts, apply).await?;
         tx.commit().await?;
-        self.conn.execute("PRAGMA synchronous = FULL").await?;
-        self.relaxed = false;
         Ok(applied)
     }
 
@@ -175,7 +187,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn webhooks_are_committed_durably_after_a_round_of_verdicts_and_after_a_failed_one() {
+    async fn webhooks_are_committed_with_an_fsync_after_a_round_of_verdicts_without_one() {
         let (_dir, mut writer) = writer().await;
         assert_eq!(synchronous(&mut writer).await, 2);
         writer.commit_batch(&[event("a")]).await.expect("commit");
@@ -193,18 +205,37 @@ mod tests {
             .await
             .expect("apply");
         assert_eq!(applied.done, 1);
-        assert_eq!(synchronous(&mut writer).await, 2, "a round sets FULL back");
-
-        // A round that stopped half-way leaves the connection relaxed: the next webhook
-        // commit makes it durable again first.
-        writer
-            .conn
-            .execute("PRAGMA synchronous = NORMAL")
-            .await
-            .expect("pragma");
-        writer.relaxed = true;
+        assert_eq!(
+            synchronous(&mut writer).await,
+            1,
+            "a round commits without an fsync"
+        );
         let stored = writer.commit_batch(&[event("c")]).await.expect("commit");
         assert_eq!(stored.len(), 1);
+        assert_eq!(
+            synchronous(&mut writer).await,
+            2,
+            "webhooks are committed with one"
+        );
+
+        // A round that failed half-way leaves the connection relaxed too, and a batch larger
+        // than one statement (its own transaction) is committed with an fsync as well.
+        let mut failing = writer
+            .conn
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN")
+            .await
+            .expect("begin");
+        assert!(sqlx::query("SELECT no_such_column FROM events")
+            .execute(&mut *failing)
+            .await
+            .is_err());
+        drop(failing);
+        writer.relaxed = true;
+        let large: Vec<NewEvent> = (0..=ROWS_PER_STATEMENT)
+            .map(|i| event(&format!("e{i}")))
+            .collect();
+        let stored = writer.commit_batch(&large).await.expect("commit");
+        assert_eq!(stored.len(), large.len());
         assert_eq!(synchronous(&mut writer).await, 2);
         assert!(!writer.relaxed);
     }

@@ -11,9 +11,11 @@
 //! saw; they just never caught up with the writers.
 //!
 //! So the keeper copies in two steps. Every tenth of a second a PASSIVE checkpoint copies what
-//! was committed meanwhile, while writes go on (and says how long the WAL is). Once the WAL
-//! holds a quarter of its bound, or will by the next tick at the pace of the last one (under
-//! heavy traffic a tick adds megabytes), a RESTART checkpoint runs *inside the write gate*, between two
+//! was committed meanwhile, while writes go on (and says how long the WAL is); while the WAL
+//! grows fast it looks more often, so that no more than an eighth of the bound is written
+//! between two looks (random-id traffic writes tens of megabytes a second). Once the WAL
+//! holds a quarter of its bound, or will at its present pace by the time a restart decided at
+//! the next look has taken effect, a RESTART checkpoint runs *inside the write gate*, between two
 //! commits: with no writer running it copies the few frames the PASSIVE one left, flushes them,
 //! waits briefly for readers of older snapshots, and the next commit starts the WAL over from
 //! its beginning. What the PASSIVE checkpoints copied is flushed to disk *before* the gate is
@@ -25,7 +27,8 @@
 //! transaction have grown it; after a quiet second it is emptied. A restart put off by a reader
 //! is tried again after a growing pause, so a reader that pins its snapshot cannot make the
 //! keeper hold up writes over and over, except once the WAL nears half its bound: then it is
-//! tried at every tick; `/readyz` says so once the bound is passed.
+//! tried at every look, and once readers have put it off, it waits longer for them (writes wait
+//! meanwhile); `/readyz` says so once the bound is passed.
 
 use std::{
     collections::BTreeMap,
@@ -41,16 +44,26 @@ use tokio_util::sync::CancellationToken;
 use super::{SqliteDb, WriteGate};
 use crate::server::health::Health;
 
-/// How often the WAL is checkpointed (PASSIVE) and looked at.
+/// How often the WAL is checkpointed (PASSIVE) and looked at, unless it grows fast.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Ticks without a new frame after which the WAL file is emptied (a quiet second).
+/// The shortest pause between two looks, however fast the WAL grows.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
+/// Looks without a new frame after which the WAL file is emptied (a quiet second).
 const QUIET_TICKS: u32 = 10;
 
 /// Longest a restart waits for readers of older snapshots while it holds the write gate.
 /// Readers are single statements of a millisecond or two; one that takes longer only puts the
 /// restart off (the bound leaves room for many tries).
 const READER_WAIT: Duration = Duration::from_millis(25);
+
+/// How long a restart waits for readers once the WAL is past half its bound and readers put
+/// the last try off (a status snapshot over a busy day's conversations can read for a few
+/// hundred milliseconds, and random-id traffic writes the other half of the bound in less):
+/// writes then wait for the readers, and webhooks are answered a little later rather than the
+/// WAL passing its bound.
+const NEAR_BOUND_READER_WAIT: Duration = Duration::from_millis(250);
 
 /// The longest pause between restarts that readers put off.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -80,12 +93,15 @@ impl WalLimit {
         self.bound / 4
     }
 
-    /// Whether to restart a WAL that holds `used` bytes and grew by `grown` over the last
-    /// tick. It is judged by what it will hold at the next tick: under heavy traffic a tick
-    /// adds megabytes, and a restart decided only once the WAL is past the mark would be
-    /// late by a tick (and later still by each try that readers put off).
-    pub fn plan(self, used: u64, grown: u64) -> Plan {
-        let next_tick = used.saturating_add(grown);
+    /// Whether to restart a WAL that holds `used` bytes and grows by `rate` bytes a second,
+    /// `ahead` being the time until a restart decided at the next look would take effect
+    /// (the pause until then and the last restart's own flush, wait for the gate and
+    /// checkpoint). Under heavy traffic a tenth of a second adds megabytes: a restart decided
+    /// only once the WAL is past the mark would be late by a look, by its own time, and later
+    /// still by each try that readers put off.
+    pub fn plan(self, used: u64, rate: f64, ahead: Duration) -> Plan {
+        let growth = (rate.max(0.0) * ahead.as_secs_f64()) as u64;
+        let next_tick = used.saturating_add(growth);
         if next_tick >= self.kept_after_restart() {
             Plan::RestartNow
         } else if next_tick >= self.restart_at() {
@@ -93,6 +109,16 @@ impl WalLimit {
         } else {
             Plan::Wait
         }
+    }
+
+    /// The pause before the next look at a WAL that grows by `rate` bytes a second: a tick,
+    /// or less, so that no more than an eighth of the bound is written in between.
+    pub fn pause(self, rate: f64) -> Duration {
+        if rate <= 0.0 {
+            return TICK;
+        }
+        Duration::from_secs_f64((self.bound as f64 / 8.0 / rate).min(TICK.as_secs_f64()))
+            .max(MIN_TICK)
     }
 
     /// What the WAL file is cut back to when it restarts (`journal_size_limit`): above
@@ -155,6 +181,11 @@ pub struct WalKeeper {
     database_file: DatabaseFile,
     /// Why the last restart failed, for `/readyz` when the WAL then outgrows its bound.
     last_failure: Option<String>,
+    /// How long the last restart took from its decision to its end (flush, gate, checkpoint):
+    /// the WAL grows that much longer before a restart takes effect.
+    restart_lead: Duration,
+    /// The connection's busy timeout: how long a restart waits for readers.
+    reader_wait: Duration,
 }
 
 impl SqliteDb {
@@ -185,6 +216,8 @@ impl SqliteDb {
             frame_bytes: page_size.max(512) as u64 + FRAME_HEADER,
             database_file: DatabaseFile::of(file)?,
             last_failure: None,
+            restart_lead: Duration::ZERO,
+            reader_wait: READER_WAIT,
         })
     }
 }
@@ -234,8 +267,7 @@ impl WalKeeper {
     /// Runs until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         metrics::gauge!("gc_status_wal_limit_bytes").set(self.limit.bound as f64);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut pause, mut looked, mut rate) = (TICK, Instant::now(), 0.0);
         // The WAL's length when it was last restarted: SQLite starts it over at the next
         // commit, so until then the same length is no reason to restart again.
         let mut restarted_at = None;
@@ -243,7 +275,7 @@ impl WalKeeper {
         let (mut retry_pause, mut next_try) = (TICK, Instant::now());
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(pause) => {}
                 () = stop.cancelled() => break,
             }
             let c = match self.checkpoint(Mode::Passive).await {
@@ -259,19 +291,30 @@ impl WalKeeper {
             } else {
                 0
             };
-            // What the last tick added (after a restart the WAL counts from its start again).
+            // What was added since the last look (after a restart the WAL counts from its
+            // start again), and at what pace: traffic comes in bursts (and a restart holds
+            // writes up for part of the time since), so a slower look only halves the pace.
             let grown = (c.frames - last_frames).max(0) as u64 * self.frame_bytes;
+            rate = (grown as f64 / looked.elapsed().as_secs_f64().max(1e-3)).max(rate / 2.0);
+            looked = Instant::now();
             last_frames = c.frames;
+            pause = self.limit.pause(rate);
             let mut used = c.frames as u64 * self.frame_bytes;
             let quiet = c.frames > 0 && c.copied == c.frames && quiet_ticks >= QUIET_TICKS;
-            let plan = self.limit.plan(used, grown);
+            let plan = self.limit.plan(used, rate, pause + self.restart_lead);
             let due = plan != Plan::Wait && restarted_at != Some(c.frames);
             // A restart that readers put off waits a growing pause, but never once the WAL
-            // could pass half its bound before the next tick.
+            // could pass half its bound before the next one took effect.
             if (due && (plan == Plan::RestartNow || Instant::now() >= next_try)) || quiet {
                 // In a quiet moment no commit would start the WAL over: empty it instead.
                 let mode = if quiet { Mode::Truncate } else { Mode::Restart };
-                if self.restart(mode).await {
+                let put_off = retry_pause > TICK;
+                let wait = if plan == Plan::RestartNow && put_off {
+                    NEAR_BOUND_READER_WAIT
+                } else {
+                    READER_WAIT
+                };
+                if self.restart(mode, wait).await {
                     // Nothing of it is in use any more: the next commit starts it over.
                     used = 0;
                     restarted_at = Some(c.frames);
@@ -311,11 +354,25 @@ impl WalKeeper {
         })
     }
 
-    /// Checkpoints in `mode` inside the write gate, between two commits; whether the WAL will
-    /// start over.
-    async fn restart(&mut self, mode: Mode) -> bool {
+    /// Checkpoints in `mode` inside the write gate, between two commits, waiting up to
+    /// `reader_wait` for readers of an older snapshot; whether the WAL will start over.
+    async fn restart(&mut self, mode: Mode, reader_wait: Duration) -> bool {
+        if reader_wait != self.reader_wait {
+            // A number of milliseconds: nothing from outside goes into the statement.
+            let sql = format!("PRAGMA busy_timeout = {}", reader_wait.as_millis());
+            match sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut self.conn)
+                .await
+            {
+                Ok(_) => self.reader_wait = reader_wait,
+                Err(err) => {
+                    tracing::warn!(error = %err, "setting the checkpoint's busy timeout failed")
+                }
+            }
+        }
         // The pages PASSIVE checkpoints copied are flushed to disk now, while writes go on,
         // so the checkpoint inside the gate only has its own few pages to flush.
+        let decided = Instant::now();
         if let Err(err) = self.database_file.flush().await {
             tracing::warn!(error = %err, "flushing the database file failed; the restart flushes it");
         }
@@ -324,6 +381,7 @@ impl WalKeeper {
         let held = Instant::now();
         let outcome = self.checkpoint(mode).await;
         drop(writing);
+        self.restart_lead = decided.elapsed();
         let held = held.elapsed();
         metrics::gauge!("gc_status_wal_checkpoint_seconds").set(held.as_secs_f64());
         metrics::histogram!("gc_status_wal_checkpoint_duration_seconds").record(held.as_secs_f64());
@@ -335,6 +393,7 @@ impl WalKeeper {
                     ?mode,
                     frames = c.frames,
                     held_us = held.as_micros() as u64,
+                    lead_us = self.restart_lead.as_micros() as u64,
                     "WAL restarted"
                 );
                 true
@@ -344,7 +403,7 @@ impl WalKeeper {
                 let cause = format!(
                     "readers of an older snapshot (or another process) held its restart up \
                      for over {} ms ({} of {} frames copied)",
-                    READER_WAIT.as_millis(),
+                    self.reader_wait.as_millis(),
                     c.copied,
                     c.frames
                 );
@@ -402,16 +461,33 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_growing_wal_is_restarted_a_tick_early_and_near_its_bound_at_once() {
+    fn a_fast_growing_wal_is_restarted_ahead_of_its_pace_and_near_its_bound_at_once() {
         let limit = WalLimit::from_mb(16);
         let mb = 1024 * 1024;
-        assert_eq!(limit.plan(mb, mb), Plan::Wait);
-        // Past the restart mark (4 MiB) now or by the next tick.
-        assert_eq!(limit.plan(4 * mb, 0), Plan::Restart);
-        assert_eq!(limit.plan(2 * mb, 3 * mb), Plan::Restart);
-        // Past half the bound by the next tick: no pause for readers any more.
-        assert_eq!(limit.plan(5 * mb, 3 * mb), Plan::RestartNow);
-        assert_eq!(limit.plan(20 * mb, 0), Plan::RestartNow);
+        let mb_per_s = mb as f64;
+        assert_eq!(limit.plan(mb, 10.0 * mb_per_s, TICK), Plan::Wait);
+        // Past the restart mark (4 MiB) now or by the time a restart would take effect.
+        assert_eq!(limit.plan(4 * mb, 0.0, TICK), Plan::Restart);
+        assert_eq!(limit.plan(2 * mb, 30.0 * mb_per_s, TICK), Plan::Restart);
+        // Past half the bound by then: no pause for readers any more.
+        assert_eq!(limit.plan(5 * mb, 30.0 * mb_per_s, TICK), Plan::RestartNow);
+        assert_eq!(limit.plan(20 * mb, 0.0, TICK), Plan::RestartNow);
+        // A restart that takes two more ticks to take effect is decided that much earlier.
+        assert_eq!(limit.plan(mb, 10.0 * mb_per_s, 3 * TICK), Plan::Restart);
+    }
+
+    #[test]
+    fn the_keeper_looks_more_often_at_a_wal_that_grows_fast() {
+        let limit = WalLimit::from_mb(16);
+        let mb_per_s = 1024.0 * 1024.0;
+        assert_eq!(limit.pause(0.0), TICK);
+        assert_eq!(limit.pause(10.0 * mb_per_s), TICK);
+        // An eighth of the bound (2 MiB) at 80 MiB/s: a look every 25 ms.
+        let fast = limit.pause(80.0 * mb_per_s);
+        assert!(fast > Duration::from_millis(24) && fast < Duration::from_millis(26));
+        assert_eq!(limit.pause(f64::MAX), MIN_TICK);
+        // The default bound keeps the tenth of a second at that pace.
+        assert_eq!(WalLimit::default().pause(60.0 * mb_per_s), TICK);
     }
 
     #[test]
