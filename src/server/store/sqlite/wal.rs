@@ -101,10 +101,10 @@ impl WalLimit {
     /// still by each try that readers put off.
     pub fn plan(self, used: u64, rate: f64, ahead: Duration) -> Plan {
         let growth = (rate.max(0.0) * ahead.as_secs_f64()) as u64;
-        let next_tick = used.saturating_add(growth);
-        if next_tick >= self.kept_after_restart() {
+        let projected = used.saturating_add(growth);
+        if projected >= self.kept_after_restart() {
             Plan::RestartNow
-        } else if next_tick >= self.restart_at() {
+        } else if projected >= self.restart_at() {
             Plan::Restart
         } else {
             Plan::Wait
